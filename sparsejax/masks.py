@@ -1,0 +1,224 @@
+"""Mask pytree algebra: create, validate, apply, combine, count and summarise.
+
+A *mask* has exactly the pytree structure of the parameters it masks. Each
+mask leaf is a ``bool`` array that **broadcasts** to its parameter's shape, so
+one rule covers every granularity (Flax layout: Dense kernel ``(in, out)``,
+Conv kernel ``(kh, kw, in, out)``):
+
+===================================  =====================================
+granularity                          mask leaf shape for a ``(in, out)`` kernel
+===================================  =====================================
+not prunable / dense                 ``()`` scalar ``True``
+whole layer pruned                   ``()`` scalar ``False``
+neuron / output channel / filter     ``(1, out)`` (conv: ``(1, 1, 1, out)``)
+input channel                        ``(in, 1)`` (conv: ``(1, 1, in, 1)``)
+unstructured, block, N:M             ``(in, out)``
+===================================  =====================================
+
+Every function here is pure and works under ``jax.jit`` and ``jax.vmap`` on any
+pytree (Linen dicts, ``flax.nnx.State``, lists, tuples, custom nodes).
+``apply_mask`` uses ``jnp.where`` rather than multiplication, so a NaN or inf
+in a pruned position becomes an exact ``0.0``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sparsejax._tree import (
+    PyTree,
+    Prunable,
+    check_broadcastable,
+    check_same_structure,
+    named_leaves,
+    prunable_tree,
+)
+
+__all__ = [
+    "LayerStats",
+    "apply_mask",
+    "broadcast_mask",
+    "count_kept",
+    "format_summary",
+    "init_mask",
+    "intersect",
+    "sparsity",
+    "summary",
+    "union",
+    "validate_mask",
+]
+
+
+def init_mask(params: PyTree, prunable: Prunable = None) -> PyTree:
+    """All-keep mask for ``params``.
+
+    Args:
+      params: any pytree of arrays.
+      prunable: which leaves may be pruned: ``None`` (arrays with ``ndim >= 2``),
+        a predicate ``f(path, leaf) -> bool``, a regex searched in the path
+        string (``"Dense_0/kernel"``) or a sequence of regexes.
+
+    Returns:
+      A mask pytree: prunable leaves get ``ones(leaf.shape, bool)`` (room for
+      unstructured pruning), all others the scalar ``True``.
+
+    Example:
+      >>> params = {"w": jnp.ones((3, 2)), "b": jnp.ones(2)}
+      >>> jax.tree.map(jnp.shape, init_mask(params))
+      {'b': (), 'w': (3, 2)}
+    """
+    which = prunable_tree(params, prunable)
+    return jax.tree.map(
+        lambda p, keep: jnp.ones(np.shape(p), bool) if keep else jnp.ones((), bool), params, which
+    )
+
+
+def validate_mask(params: PyTree, mask: PyTree) -> None:
+    """Check that ``mask`` mirrors ``params`` and every leaf is a broadcastable bool array.
+
+    Raises:
+      ValueError: naming the first offending path and its shapes / dtype.
+    """
+    check_same_structure(params, mask)
+    for (name, p), (_, m) in zip(named_leaves(params), named_leaves(mask), strict=True):
+        check_broadcastable(name, tuple(np.shape(m)), tuple(np.shape(p)))
+        dtype = m.dtype if hasattr(m, "dtype") else np.asarray(m).dtype
+        if dtype != np.bool_:
+            raise ValueError(f"mask at {name!r} has dtype {dtype}; masks must be bool")
+
+
+def apply_mask(params: PyTree, mask: PyTree) -> PyTree:
+    """Zero the pruned entries: ``where(mask, p, 0)`` leaf by leaf (dtype preserved)."""
+    validate_mask(params, mask)
+    return jax.tree.map(lambda p, m: jnp.where(m, p, jnp.zeros((), jnp.result_type(p))), params, mask)
+
+
+def broadcast_mask(mask: PyTree, params: PyTree) -> PyTree:
+    """Expand every mask leaf to its parameter's full shape."""
+    validate_mask(params, mask)
+    return jax.tree.map(lambda m, p: jnp.broadcast_to(m, np.shape(p)), mask, params)
+
+
+def _combine(fn, masks: Sequence[PyTree]) -> PyTree:
+    if not masks:
+        raise ValueError("need at least one mask")
+    first = masks[0]
+    for i, m in enumerate(masks[1:], start=1):
+        check_same_structure(first, m, "masks[0]", f"masks[{i}]")
+    return jax.tree.map(lambda *ms: fn(*ms), *masks)
+
+
+def intersect(*masks: PyTree) -> PyTree:
+    """Keep an entry only where every mask keeps it (leaf shapes broadcast together)."""
+    return _combine(lambda *ms: jnp.logical_and.reduce(jnp.broadcast_arrays(*ms)), masks)
+
+
+def union(*masks: PyTree) -> PyTree:
+    """Keep an entry where any mask keeps it (for regrowth methods such as RigL)."""
+    return _combine(lambda *ms: jnp.logical_or.reduce(jnp.broadcast_arrays(*ms)), masks)
+
+
+def _kept_leaf(m: Any, p: Any) -> jax.Array:
+    size = int(np.prod(np.shape(p), dtype=np.int64))
+    msize = int(np.prod(np.shape(m), dtype=np.int64))
+    return jnp.sum(jnp.asarray(m), dtype=jnp.int32) * (size // max(msize, 1))
+
+
+def count_kept(mask: PyTree, params: PyTree, prunable: Prunable = lambda *_: True) -> jax.Array:
+    """Number of parameter entries the mask keeps (broadcast masks counted in full).
+
+    Args:
+      mask: mask pytree mirroring ``params``.
+      params: the parameters (only shapes are read).
+      prunable: restrict the count to these leaves (default: all leaves).
+
+    Returns:
+      An int32 scalar (usable under ``jit``).
+    """
+    validate_mask(params, mask)
+    which = prunable_tree(params, prunable)
+    counts = [
+        _kept_leaf(m, p)
+        for m, p, w in zip(jax.tree.leaves(mask), jax.tree.leaves(params), jax.tree.leaves(which), strict=True)
+        if w
+    ]
+    return sum(counts, jnp.zeros((), jnp.int32))
+
+
+def sparsity(mask: PyTree, params: PyTree, prunable: Prunable = None) -> jax.Array:
+    """Fraction of the ``prunable`` entries that ``mask`` prunes (default: ndim >= 2 leaves)."""
+    which = prunable_tree(params, prunable)
+    total = sum(
+        int(np.prod(np.shape(p), dtype=np.int64))
+        for p, w in zip(jax.tree.leaves(params), jax.tree.leaves(which), strict=True)
+        if w
+    )
+    if total == 0:
+        raise ValueError("no prunable parameter: the prunable filter matched no leaf")
+    kept = count_kept(mask, params, prunable)
+    return 1.0 - kept.astype(jnp.float32) / total
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerStats:
+    """One row of :func:`summary`."""
+
+    path: str
+    shape: tuple[int, ...]
+    size: int
+    kept: int
+    nonzero: int
+
+    @property
+    def sparsity(self) -> float:
+        """Fraction of entries the mask prunes."""
+        return 1.0 - self.kept / self.size if self.size else 0.0
+
+
+def summary(params: PyTree, mask: PyTree | None = None) -> list[LayerStats]:
+    """Per-leaf statistics: path, shape, size, entries kept by the mask, nonzeros after masking.
+
+    Runs eagerly (returns Python numbers); not for use inside ``jit``.
+    """
+    if mask is None:
+        mask = jax.tree.map(lambda _: jnp.ones((), bool), params)
+    validate_mask(params, mask)
+    masked = apply_mask(params, mask)
+    rows = []
+    for (name, p), (_, m), (_, q) in zip(
+        named_leaves(params), named_leaves(mask), named_leaves(masked), strict=True
+    ):
+        rows.append(
+            LayerStats(
+                path=name,
+                shape=tuple(int(d) for d in np.shape(p)),
+                size=int(np.prod(np.shape(p), dtype=np.int64)),
+                kept=int(_kept_leaf(m, p)),
+                nonzero=int(jnp.count_nonzero(q)),
+            )
+        )
+    return rows
+
+
+def format_summary(rows: Sequence[LayerStats]) -> str:
+    """A markdown table of :func:`summary` rows with a total line."""
+    lines = [
+        "| path | shape | size | kept | nonzero | sparsity |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.path} | {r.shape} | {r.size:,} | {r.kept:,} | {r.nonzero:,} | {r.sparsity:.2%} |"
+        )
+    size = sum(r.size for r in rows)
+    kept = sum(r.kept for r in rows)
+    nz = sum(r.nonzero for r in rows)
+    sp = 1.0 - kept / size if size else 0.0
+    lines.append(f"| **total** | | {size:,} | {kept:,} | {nz:,} | {sp:.2%} |")
+    return "\n".join(lines)
