@@ -22,7 +22,7 @@ Path: TypeAlias = tuple[Any, ...]
 # A prunable-leaf filter: ``None`` (default: arrays with ndim >= 2), a
 # predicate ``f(path_str, leaf) -> bool``, a regular expression matched with
 # ``re.search`` against the path string, or a sequence of such expressions.
-Prunable: TypeAlias = None | Callable[[str, Any], bool] | str | Sequence[str]
+Prunable: TypeAlias = Callable[[str, Any], bool] | str | Sequence[str] | None
 
 
 def path_str(path: Path) -> str:
@@ -117,6 +117,15 @@ def check_same_structure(a: PyTree, b: PyTree, name_a: str = "params", name_b: s
             f"{name_a} and {name_b} have different trees: paths only in {name_a}: {only_a[:5]}, "
             f"paths only in {name_b}: {only_b[:5]}"
         )
+    raw_a = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(a)[0]]
+    raw_b = [jax.tree_util.keystr(p) for p, _ in jax.tree_util.tree_flatten_with_path(b)[0]]
+    for name, ra, rb in zip(na, raw_a, raw_b, strict=False):
+        if ra != rb:
+            raise ValueError(
+                f"{name_a} and {name_b} differ at {name!r}: {ra} vs {rb} (a leaf wrapped in an "
+                f"nnx.Variable on one side and a raw array on the other? Use variable.replace(...) "
+                f"to change a State leaf)"
+            )
     raise ValueError(
         f"{name_a} and {name_b} have the same paths but different pytree node types: "
         f"{ta} vs {tb}"

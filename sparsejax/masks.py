@@ -24,6 +24,7 @@ in a pruned position becomes an exact ``0.0``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +33,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax._tree import (
-    PyTree,
     Prunable,
+    PyTree,
     check_broadcastable,
     check_same_structure,
     named_leaves,
@@ -116,12 +117,12 @@ def _combine(fn, masks: Sequence[PyTree]) -> PyTree:
 
 def intersect(*masks: PyTree) -> PyTree:
     """Keep an entry only where every mask keeps it (leaf shapes broadcast together)."""
-    return _combine(lambda *ms: jnp.logical_and.reduce(jnp.broadcast_arrays(*ms)), masks)
+    return _combine(lambda *ms: functools.reduce(jnp.logical_and, jnp.broadcast_arrays(*ms)), masks)
 
 
 def union(*masks: PyTree) -> PyTree:
     """Keep an entry where any mask keeps it (for regrowth methods such as RigL)."""
-    return _combine(lambda *ms: jnp.logical_or.reduce(jnp.broadcast_arrays(*ms)), masks)
+    return _combine(lambda *ms: functools.reduce(jnp.logical_or, jnp.broadcast_arrays(*ms)), masks)
 
 
 def _kept_leaf(m: Any, p: Any) -> jax.Array:

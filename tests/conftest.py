@@ -8,8 +8,7 @@
 
 import os
 
-os.environ.setdefault("XLA_FLAGS", "")
-import jax  # noqa: E402
+import jax
 
 jax.config.update("jax_num_cpu_devices", 8)
 jax.config.update("jax_numpy_rank_promotion", "raise")
