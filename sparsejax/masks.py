@@ -188,20 +188,21 @@ def summary(params: PyTree, mask: PyTree | None = None) -> list[LayerStats]:
     Runs eagerly (returns Python numbers); not for use inside ``jit``.
     """
     if mask is None:
-        mask = jax.tree.map(lambda _: jnp.ones((), bool), params)
+        mask = jax.tree.map(lambda _: np.ones((), bool), params)
     validate_mask(params, mask)
-    masked = apply_mask(params, mask)
     rows = []
-    for (name, p), (_, m), (_, q) in zip(
-        named_leaves(params), named_leaves(mask), named_leaves(masked), strict=True
-    ):
+    # numpy on the host: no per-shape compilation for eager statistics
+    for (name, p), (_, m) in zip(named_leaves(params), named_leaves(mask), strict=True):
+        p_np, m_np = np.asarray(jax.device_get(p)), np.asarray(jax.device_get(m))
+        size = int(p_np.size)
+        kept = int(np.count_nonzero(m_np)) * (size // max(int(m_np.size), 1))
         rows.append(
             LayerStats(
                 path=name,
-                shape=tuple(int(d) for d in np.shape(p)),
-                size=int(np.prod(np.shape(p), dtype=np.int64)),
-                kept=int(_kept_leaf(m, p)),
-                nonzero=int(jnp.count_nonzero(q)),
+                shape=tuple(int(d) for d in p_np.shape),
+                size=size,
+                kept=kept,
+                nonzero=int(np.count_nonzero(np.where(m_np, p_np, 0))),
             )
         )
     return rows
