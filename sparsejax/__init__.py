@@ -1,5 +1,34 @@
-"""sparsejax: pure-functional neural-network pruning and sparsity for JAX/Flax."""
+"""sparsejax: pure-functional neural-network pruning and sparsity for JAX/Flax.
 
+The core works on any parameter pytree and imports only jax, optax and chex:
+
+* :mod:`sparsejax.masks` — mask pytrees (bool leaves that broadcast to their
+  parameter: scalar, per-neuron ``(1, out)``, per-input ``(in, 1)`` or full).
+* :mod:`sparsejax.scores` — importance: magnitude, random, gradient, Taylor,
+  SNIP, movement, OBD (Hutchinson / exact / Fisher Hessian diagonal),
+  activation mean and APoZ.
+* :mod:`sparsejax.structures` — granularities: unstructured, neurons/filters,
+  input channels, whole layers, blocks, N:M.
+* :mod:`sparsejax.select` — :func:`prune`: scores → mask, layerwise or global
+  (sort-free radix selection), uniform / ERK / per-layer distributions.
+* :mod:`sparsejax.schedules` — one-shot, constant, periodic, polynomial
+  (Zhu & Gupta 2017), iterative (compound) sparsity schedules.
+* :mod:`sparsejax.transforms` — optax transforms: :func:`keep_sparse` and
+  gradual :func:`pruning` inside any optimizer, no extra call per step.
+
+Built on the core: :mod:`sparsejax.models` (Flax NNX zoo), :mod:`sparsejax.data`,
+:mod:`sparsejax.train`, :mod:`sparsejax.checkpoint`, :mod:`sparsejax.metrics`
+and :mod:`sparsejax.experiment` (import them explicitly).
+
+Example:
+  >>> import jax.numpy as jnp, optax, sparsejax as sj
+  >>> params = {"w": jnp.arange(1.0, 9.0).reshape(4, 2), "b": jnp.zeros(2)}
+  >>> mask = sj.prune(sj.scores.magnitude(params), 0.5)
+  >>> sj.apply_mask(params, mask)["w"].tolist()
+  [[0.0, 0.0], [0.0, 0.0], [5.0, 6.0], [7.0, 8.0]]
+"""
+
+from sparsejax import schedules, scores, structures
 from sparsejax.masks import (
     LayerStats,
     apply_mask,
@@ -13,18 +42,62 @@ from sparsejax.masks import (
     union,
     validate_mask,
 )
+from sparsejax.select import erk_sparsities, prune
+from sparsejax.structures import (
+    NM,
+    Blocks,
+    Filters,
+    InputChannels,
+    Layers,
+    Neurons,
+    Structure,
+    Unstructured,
+    reduce_scores,
+)
+from sparsejax.transforms import (
+    KeepSparseState,
+    PruningState,
+    Score,
+    accumulated,
+    current_mask,
+    current_step,
+    keep_sparse,
+    pruning,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "NM",
+    "Blocks",
+    "Filters",
+    "InputChannels",
+    "KeepSparseState",
     "LayerStats",
+    "Layers",
+    "Neurons",
+    "PruningState",
+    "Score",
+    "Structure",
+    "Unstructured",
+    "accumulated",
     "apply_mask",
     "broadcast_mask",
     "count_kept",
+    "current_mask",
+    "current_step",
+    "erk_sparsities",
     "format_summary",
     "init_mask",
     "intersect",
+    "keep_sparse",
+    "prune",
+    "pruning",
+    "reduce_scores",
+    "schedules",
+    "scores",
     "sparsity",
+    "structures",
     "summary",
     "union",
     "validate_mask",
