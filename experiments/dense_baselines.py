@@ -117,7 +117,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
             best = np.asarray(best)
             params = sum(x.size for x in jax.tree.leaves(state.params))
         acc, f1 = np.asarray(res["accuracy"]), np.asarray(res["macro_f1"])
-        params = sum(x.size for x in jax.tree.leaves(state.params)) // seeds
         row = {"dataset": data.name, "model": model_name, "params": int(params), "steps": steps,
                "batch_size": batch_size, "lr": lr, "seeds": seeds, "vmapped": vmap,
                "accuracy": acc.tolist(), "macro_f1": f1.tolist(), "best_accuracy": best.tolist(),

@@ -60,6 +60,7 @@ from sparsejax.data import load_dataset
 from sparsejax.experiment import (
     aggregate,
     config_to_dict,
+    environment,
     layer_sparsity_bars,
     markdown_table,
     parse_config,
@@ -310,7 +311,8 @@ def main(argv: list[str] | None = None) -> dict:
     header = (f"# ShrinkBench-style comparison: LeNet-300-100 on {data.name}\n\n"
               f"{cfg.seeds} seeds, mean ± std; dense {cfg.train_epochs} epochs, "
               f"fine-tune {cfg.finetune_epochs} epochs; wall time {elapsed:.0f} s on "
-              f"{jax.devices()[0].device_kind}.\n\n")
+              f"{jax.devices()[0].device_kind}.\n"
+              f"Command: `python experiments/{environment()['command']}`\n\n")
     (out / "results.md").write_text(header + table + "\n")
     curves = {}
     for m in cfg.methods:

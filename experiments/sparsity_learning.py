@@ -1,0 +1,290 @@
+"""Sparsity learning: sparse variational dropout and group lasso, against a dense reference.
+
+Three studies, all on a train / validation split carved from the training set
+(the last ``val_fraction`` of the shuffled-by-the-loader training examples);
+the test split is only used for the reported numbers, never for a choice:
+
+1. **Dense reference** per (data set, model): Adam, ``dense_steps`` steps, batch 64.
+2. **Sparse VD** (Molchanov et al. 2017) on LeNet-300-100 and LeNet-5 (MNIST-10k):
+   the VD model's θ starts from the dense reference (``vd_init="dense"``) or
+   from scratch, Adam, KL weight warmed up linearly over ``vd_warmup`` steps,
+   log α ≥ 3 removed. Reported: ShrinkBench compression ratio (all parameters /
+   nonzeros of the converted plain model) and test error, compared with the
+   dense model (targets: ≥ 30× / ≥ 50× within 1 pp).
+3. **Group lasso** (proximal, Neurons groups = incoming weights + bias of the
+   300 + 100 hidden units) on LeNet-300-100, digits and MNIST-10k: a λ sweep
+   gives the tradeoff curve (test accuracy vs fraction of hidden neurons
+   removed); the *selected* λ is the largest whose validation accuracy is
+   within 1 pp of the dense model's validation accuracy (target: ≥ 50 % of the
+   hidden neurons removed with ≤ 1 pp test-accuracy loss).
+
+Usage::
+
+    python experiments/sparsity_learning.py --out experiments/results/sparsity_learning
+    python experiments/sparsity_learning.py --smoke true --out /tmp/sl
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import sys
+import time
+from typing import Any
+
+import jax
+import optax
+from flax import nnx
+
+from sparsejax import apply_mask
+from sparsejax.data import load_dataset
+from sparsejax.experiment import (
+    config_to_dict,
+    markdown_table,
+    parse_config,
+    prepare_output_dir,
+    tradeoff_curve,
+    write_json,
+)
+from sparsejax.metrics import compression_ratio
+from sparsejax.models import create_model
+from sparsejax.regularizers import group_stats, groups_to_mask, proximal_group_lasso
+from sparsejax.structures import Neurons
+from sparsejax.train import create_train_state, evaluate, train
+from sparsejax.variational import (
+    VDLeNet5,
+    VDLeNet300100,
+    kl_warmup,
+    make_vd_train_step,
+    to_plain,
+)
+
+HIDDEN = r"layers/[01]/kernel"  # LeNet-300-100 hidden layers: 300 + 100 neurons
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Sparse variational dropout and group lasso on LeNet-300-100 / LeNet-5."""
+
+    data_dir: str = "/work/shared/data/mnist"
+    out: str = "runs/sparsity_learning"
+    seed: int = 0
+    val_fraction: float = 0.1
+    batch_size: int = 64
+    lr: float = 1e-3
+    dense_steps: int = 3000
+    vd: bool = True
+    vd_models: tuple[str, ...] = ("lenet300100", "lenet5")
+    vd_steps: int = 6000
+    vd_steps_lenet5: int = 3000
+    vd_warmup: int = 2000
+    vd_init: str = "dense"
+    group_lasso: bool = True
+    gl_datasets: tuple[str, ...] = ("digits", "mnist10k")
+    gl_lambdas: tuple[float, ...] = (0.03, 0.1, 0.2, 0.3, 0.5)
+    gl_steps: int = 3000
+    smoke: bool = False
+    progress: bool = False
+
+
+def _split(data, val_fraction: float):
+    n = data.x_train.shape[0]
+    n_val = round(n * val_fraction)
+    if not 0 < n_val < n:
+        raise ValueError(f"val_fraction={val_fraction} leaves no train or no validation data")
+    return (data.x_train[: n - n_val], data.y_train[: n - n_val],
+            data.x_train[n - n_val:], data.y_train[n - n_val:])
+
+
+def _model_kwargs(name: str, data) -> dict[str, Any]:
+    return {"padding": "SAME"} if name == "lenet5" and data.input_shape[0] < 16 else {}
+
+
+def _dense(cfg: Config, data, name: str, steps: int, split) -> dict[str, Any]:
+    x_tr, y_tr, x_val, y_val = split
+    model = create_model(name, rngs=nnx.Rngs(cfg.seed), input_shape=data.input_shape,
+                         num_classes=data.num_classes, **_model_kwargs(name, data))
+    state = create_train_state(model, optax.adam(cfg.lr), key=cfg.seed)
+    t0 = time.perf_counter()
+    state, _ = train(state, x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed, steps=steps,
+                     progress=cfg.progress)
+    return {"state": state, "seconds": time.perf_counter() - t0,
+            "val_accuracy": evaluate(state, x_val, y_val)["accuracy"],
+            "test_accuracy": evaluate(state, data.x_test, data.y_test)["accuracy"]}
+
+
+def _init_from(vd_model: nnx.Module, dense_model: nnx.Module) -> None:
+    """Copy the dense model's kernels / biases into the VD model's θ / bias (same paths)."""
+    dense = dict(nnx.iter_graph(dense_model))
+    for path, node in nnx.iter_graph(vd_model):
+        if hasattr(node, "log_sigma2"):
+            src = dense[path]
+            node.kernel.set_value(src.kernel.get_value())
+            node.bias.set_value(src.bias.get_value())
+
+
+def _vd(cfg: Config, data, name: str, steps: int, dense: dict, split) -> dict[str, Any]:
+    x_tr, y_tr, x_val, y_val = split
+    rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1)
+    if name == "lenet300100":
+        vd_model = VDLeNet300100(math.prod(data.input_shape), data.num_classes, rngs=rngs)
+    else:
+        vd_model = VDLeNet5(data.input_shape, data.num_classes, rngs=rngs,
+                            **_model_kwargs(name, data))
+    if cfg.vd_init == "dense":
+        _init_from(vd_model, dense["state"].model())
+    elif cfg.vd_init != "scratch":
+        raise ValueError(f"vd_init must be 'dense' or 'scratch', got {cfg.vd_init!r}")
+    state = create_train_state(vd_model, optax.adam(cfg.lr), key=cfg.seed)
+    step = make_vd_train_step(x_tr.shape[0], kl_warmup(min(cfg.vd_warmup, steps)))
+    t0 = time.perf_counter()
+    state, history = train(state, x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed,
+                           steps=steps, train_step=step, log_every=max(steps // 10, 1),
+                           progress=cfg.progress)
+    seconds = time.perf_counter() - t0
+    # conversion into the plain zoo model + mask, evaluated with the ordinary train.evaluate
+    plain = create_model(name, rngs=nnx.Rngs(0), input_shape=data.input_shape,
+                         num_classes=data.num_classes, **_model_kwargs(name, data))
+    params, mask = to_plain(state.model(), plain)
+    nnx.update(plain, apply_mask(params, mask))
+    plain_state = create_train_state(plain, optax.adam(cfg.lr), key=0)
+    vd_test = evaluate(state, data.x_test, data.y_test)["accuracy"]
+    test = evaluate(plain_state, data.x_test, data.y_test)["accuracy"]
+    last = history["train"][-1]
+    return {
+        "experiment": "sparse_vd", "dataset": data.name, "model": name, "steps": steps,
+        "init": cfg.vd_init, "seconds": seconds,
+        "val_accuracy": evaluate(plain_state, x_val, y_val)["accuracy"],
+        "test_accuracy": test, "vd_eval_test_accuracy": vd_test,
+        "dense_test_accuracy": dense["test_accuracy"],
+        "error_increase_pp": 100 * (dense["test_accuracy"] - test),
+        "compression": compression_ratio(params, mask),
+        "final_kl": float(last["kl"]), "final_nll": float(last["nll"]),
+    }
+
+
+def _group_lasso(cfg: Config, data, lam: float, steps: int, dense: dict, split) -> dict[str, Any]:
+    x_tr, y_tr, x_val, y_val = split
+    model = create_model("lenet300100", rngs=nnx.Rngs(cfg.seed), input_shape=data.input_shape,
+                         num_classes=data.num_classes)
+    tx = optax.chain(optax.adam(cfg.lr), proximal_group_lasso(cfg.lr, lam, prunable=HIDDEN))
+    state = create_train_state(model, tx, key=cfg.seed)
+    t0 = time.perf_counter()
+    state, _ = train(state, x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed, steps=steps,
+                     progress=cfg.progress)
+    seconds = time.perf_counter() - t0
+    stats = group_stats(state.params, structure=Neurons(), prunable=HIDDEN)
+    removed = sum(s.removed for s in stats)
+    groups = sum(s.groups for s in stats)
+    mask = groups_to_mask(state.params, prunable=HIDDEN)
+    test = evaluate(state, data.x_test, data.y_test)["accuracy"]
+    return {
+        "experiment": "group_lasso", "dataset": data.name, "model": "lenet300100", "lam": lam,
+        "steps": steps, "seconds": seconds,
+        "val_accuracy": evaluate(state, x_val, y_val)["accuracy"], "test_accuracy": test,
+        "dense_val_accuracy": dense["val_accuracy"], "dense_test_accuracy": dense["test_accuracy"],
+        "accuracy_loss_pp": 100 * (dense["test_accuracy"] - test),
+        "neurons_removed": removed, "neurons": groups, "removed_fraction": removed / groups,
+        "per_layer_removed": {s.path: f"{s.removed}/{s.groups}" for s in stats},
+        "compression": compression_ratio(state.params, mask),
+    }
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    cfg = parse_config(Config, argv)
+    if cfg.smoke:
+        cfg = dataclasses.replace(cfg, dense_steps=20, vd_steps=20, vd_steps_lenet5=10,
+                                  vd_warmup=10, gl_steps=20, gl_lambdas=cfg.gl_lambdas[:2],
+                                  gl_datasets=("digits",), vd_models=("lenet300100",))
+    out = prepare_output_dir(cfg.out, config_to_dict(cfg))
+    device = jax.devices()[0].device_kind
+    datasets = {}
+
+    def get(name):
+        if name not in datasets:
+            datasets[name] = load_dataset(name, data_dir=cfg.data_dir if name == "mnist10k"
+                                          else None)
+        return datasets[name]
+
+    dense_rows, vd_rows, gl_rows, dense = [], [], [], {}
+    vd_dataset = "digits" if cfg.smoke else "mnist10k"
+    gl_datasets = cfg.gl_datasets if cfg.group_lasso else ()
+    vd_models = cfg.vd_models if cfg.vd else ()
+    pairs = [(vd_dataset, m) for m in vd_models] + [(d, "lenet300100") for d in gl_datasets]
+    for ds, model in dict.fromkeys(pairs):
+        data = get(ds)
+        dense[(ds, model)] = _dense(cfg, data, model, cfg.dense_steps, _split(data, cfg.val_fraction))
+        d = dense[(ds, model)]
+        dense_rows.append({"dataset": ds, "model": model, "steps": cfg.dense_steps,
+                           "val_accuracy": d["val_accuracy"], "test_accuracy": d["test_accuracy"],
+                           "seconds": d["seconds"]})
+        print(f"dense {ds}/{model}: test {d['test_accuracy']:.4f} ({d['seconds']:.0f} s)",
+              flush=True)
+    for model in vd_models:
+        data = get(vd_dataset)
+        steps = cfg.vd_steps if model == "lenet300100" else cfg.vd_steps_lenet5
+        row = _vd(cfg, data, model, steps, dense[(vd_dataset, model)],
+                  _split(data, cfg.val_fraction))
+        vd_rows.append(row)
+        print(f"sparse VD {vd_dataset}/{model}: test {row['test_accuracy']:.4f}, "
+              f"compression {row['compression']:.1f}x ({row['seconds']:.0f} s)", flush=True)
+    curves = {}
+    for ds in gl_datasets:
+        data = get(ds)
+        rows = [_group_lasso(cfg, data, lam, cfg.gl_steps, dense[(ds, "lenet300100")],
+                             _split(data, cfg.val_fraction)) for lam in cfg.gl_lambdas]
+        ok = [r for r in rows if r["val_accuracy"] >= r["dense_val_accuracy"] - 0.01]
+        if ok:
+            max(ok, key=lambda r: r["lam"])["selected"] = True
+        for r in rows:
+            r.setdefault("selected", False)
+            print(f"group lasso {ds} λ={r['lam']:g}: test {r['test_accuracy']:.4f}, hidden "
+                  f"neurons removed {r['removed_fraction']:.1%} ({r['seconds']:.0f} s)"
+                  + ("  <- selected on validation" if r["selected"] else ""), flush=True)
+        gl_rows.extend(rows)
+        curves[f"group lasso, {ds}"] = ([r["removed_fraction"] for r in rows],
+                                        [r["test_accuracy"] for r in rows],
+                                        [0.0 for _ in rows])
+    if curves:
+        tradeoff_curve(out / "group_lasso_tradeoff.png", curves,
+                       xlabel="fraction of hidden neurons removed", ylabel="test accuracy",
+                       logx=False, title="LeNet-300-100, proximal group lasso (λ sweep)")
+
+    command = "python experiments/sparsity_learning.py " + " ".join(argv or sys.argv[1:])
+    md = [f"# Sparsity learning\n\nCommand: `{command.strip()}`  \nDevice: {device} (CPU, 2 "
+          f"shared cores). One seed ({cfg.seed}). Validation = last {cfg.val_fraction:.0%} of the "
+          "training split; every model trains on the rest.\n",
+          "## Dense references\n",
+          markdown_table(dense_rows, [("data", "{dataset}"), ("model", "{model}"),
+                                      ("steps", "{steps}"), ("val acc", "{val_accuracy:.2%}"),
+                                      ("test acc", "{test_accuracy:.2%}"),
+                                      ("seconds", "{seconds:.0f}")]),
+          *(["\n## Sparse variational dropout (log α ≥ 3 removed)\n",
+             markdown_table(vd_rows, [("data", "{dataset}"), ("model", "{model}"),
+                                   ("init", "{init}"), ("steps", "{steps}"),
+                                   ("test acc", "{test_accuracy:.2%}"),
+                                   ("dense test acc", "{dense_test_accuracy:.2%}"),
+                                   ("error +pp", "{error_increase_pp:+.2f}"),
+                                   ("compression", "{compression:.1f}x"),
+                                   ("seconds", "{seconds:.0f}")])] if vd_rows else []),
+          *(["\n## Group lasso, LeNet-300-100 (proximal Adam, Neurons groups with bias)\n",
+             markdown_table(gl_rows, [("data", "{dataset}"), ("λ", "{lam:g}"),
+                                   ("val acc", "{val_accuracy:.2%}"),
+                                   ("test acc", "{test_accuracy:.2%}"),
+                                   ("dense test acc", "{dense_test_accuracy:.2%}"),
+                                   ("loss pp", "{accuracy_loss_pp:+.2f}"),
+                                   ("hidden neurons removed", "{removed_fraction:.1%}"),
+                                   ("per layer", "{per_layer_removed}"),
+                                   ("compression", "{compression:.1f}x"),
+                                   ("selected (val)", "{selected}")])] if gl_rows else []),
+          "\n![tradeoff](group_lasso_tradeoff.png)\n" if curves else ""]
+    (out / "results.md").write_text("\n".join(md))
+    results = {"dense": dense_rows, "sparse_vd": vd_rows, "group_lasso": gl_rows,
+               "device": device}
+    write_json(out / "results.json", results)
+    print("\n".join(md))
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
