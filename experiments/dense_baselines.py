@@ -30,6 +30,7 @@ from flax import nnx
 from sparsejax.data import load_dataset
 from sparsejax.experiment import (
     config_to_dict,
+    environment,
     markdown_table,
     parse_config,
     prepare_output_dir,
@@ -135,7 +136,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         ("seconds", "{seconds:.0f}"),
     ])
     header = (f"# Dense baselines\n\n{rows[0]['seeds'] if rows else cfg.seeds} seeds, mean ± std, final test accuracy "
-              f"after the last step; device {jax.devices()[0].device_kind}.\n\n")
+              f"after the last step; device {jax.devices()[0].device_kind}.\n"
+              f"Command: `python experiments/{environment()['command']}`\n\n")
     (out / "results.md").write_text(header + table + "\n")
     write_json(out / "results.json", {"rows": rows})
     print(header + table)
