@@ -43,6 +43,7 @@ References:
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 from collections.abc import Callable
 from typing import ClassVar
@@ -94,7 +95,7 @@ def _shape_of(param_shape) -> tuple[int, ...]:
 
 
 @dataclasses.dataclass(frozen=True)
-class Structure:
+class Structure(abc.ABC):
     """Base class of the pruning granularities (frozen, hashable: usable as a static arg).
 
     Subclasses define :meth:`group_shape`, :meth:`mask_shape`, :meth:`reduce`
@@ -117,17 +118,17 @@ class Structure:
         """Shape of the group scores (one entry per group) for a parameter of ``param_shape``."""
         return self.mask_shape(param_shape, path)
 
+    @abc.abstractmethod
     def mask_shape(self, param_shape: tuple[int, ...], path: str = "") -> tuple[int, ...]:
         """Shape of the mask leaf; it broadcasts to ``param_shape``."""
-        raise NotImplementedError
 
     def num_groups(self, param_shape: tuple[int, ...], path: str = "") -> int:
         """Number of groups (selection units) in a parameter of ``param_shape``."""
         return int(np.prod(self.group_shape(param_shape, path), dtype=np.int64))
 
+    @abc.abstractmethod
     def reduce(self, score: jax.Array, reduction: str = "l1", path: str = "") -> jax.Array:
         """Reduce a full-shape score leaf to float32 group scores of :meth:`group_shape`."""
-        raise NotImplementedError
 
     def expand(self, group_mask: jax.Array, param_shape: tuple[int, ...]) -> jax.Array:
         """Turn a group-shaped bool array into a mask leaf of :meth:`mask_shape`."""
@@ -138,8 +139,9 @@ class Structure:
         """``True`` for every group with at least one kept entry (``mask`` has the param's shape)."""
         return self._reduce_with(mask, "any", path)
 
+    @abc.abstractmethod
     def _reduce_with(self, x: jax.Array, reduction: str, path: str) -> jax.Array:
-        raise NotImplementedError
+        """Apply ``reduction`` (or the internal ``"any"``) over each group of ``x``."""
 
 
 @dataclasses.dataclass(frozen=True)
