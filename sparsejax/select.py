@@ -35,12 +35,14 @@ completely pruned stay pruned too, on top of the count (the result is always
 **No sort of all parameters.** Global (and layerwise) selection finds the
 ``k``-th smallest score by a radix search on the float32 bit pattern mapped to
 a monotonic ``uint32`` key: each pass counts, leaf by leaf, how many keys lie
-below a few candidate thresholds (one fused reduction per leaf), fixing
-``bits_per_pass`` bits of the threshold; ties at the threshold are split by a
-second radix search on the flat index of the one leaf that holds the boundary.
-Nothing is concatenated, sorted or gathered; only per-leaf counts (a few
-integers) cross devices, so sharded parameters stay sharded. Counts are exact
-beyond ``2**32`` (two ``uint32`` words), while x64 stays off.
+below ``2**b - 1`` candidate thresholds (``b = bits_per_pass``), fixing ``b``
+bits of the threshold; when entries equal to the threshold must be split,
+further passes of the same loop fix the flat index of the last pruned one in
+the leaf that holds the split. Nothing is concatenated, sorted or gathered;
+only per-leaf counts (a few integers) cross devices, so sharded parameters
+stay sharded. Counts are exact beyond ``2**32`` (two ``uint32`` words), while
+x64 stays off. Compile time grows with the number of prunable leaves (a few
+reductions each); run time with the number of entries times ``32 / b``.
 
 References:
   Evci, Gale, Menick, Castro, Elsen. "Rigging the Lottery: Making All Tickets
@@ -73,7 +75,7 @@ from sparsejax._tree import (
 from sparsejax.masks import validate_mask
 from sparsejax.structures import NM, REDUCTIONS, Structure, Unstructured
 
-__all__ = ["DISTRIBUTIONS", "SCOPES", "erk_sparsities", "prune"]
+__all__ = ["DISTRIBUTIONS", "SCOPES", "default_bits_per_pass", "erk_sparsities", "prune"]
 
 SCOPES: tuple[str, ...] = ("layer", "global")
 DISTRIBUTIONS: tuple[str, ...] = ("uniform", "erk")
@@ -92,13 +94,15 @@ Wide = tuple[jax.Array, jax.Array]  # (hi, lo) uint32 words of a count < 2**64
 def default_bits_per_pass() -> int:
     """Threshold bits fixed per counting pass: ``2**b - 1`` counts per leaf and pass.
 
-    ``b = 1`` (32 passes of one count) on CPU, where XLA materializes every
-    counted predicate; ``b = 2`` (16 passes of 3 sibling counts that share
-    one read of the scores) on accelerators. Only speed depends on it;
+    2 on every backend: 16 passes, each one variadic reduction per leaf that
+    yields 3 counts from one read of the scores. (With ``b = 1`` XLA:CPU
+    lowers the single count to a plain reduction that materializes its
+    predicate and runs about 3x slower; ``b = 4`` halves the reads again at
+    five times the compares per entry.) Only speed depends on it;
     ``experiments/benchmarks/global_selection.py --bits-per-pass 1 2 4``
-    measures the alternatives.
+    measures the alternatives on a device.
     """
-    return 1 if jax.default_backend() == "cpu" else 2
+    return 2
 
 
 # --------------------------------------------------------------------------- #
@@ -116,9 +120,6 @@ def _wide_u32(c: jax.Array) -> Wide:
 
 def _wide_sum(c: jax.Array, axis: int = 0) -> Wide:
     """Exact sum of uint32 counts along ``axis`` (fewer than 2**16 terms)."""
-    # The barrier keeps XLA from splitting a sum over stacked per-leaf counts into one
-    # reduction per leaf (compile time grows with every fusion).
-    c = lax.optimization_barrier(c)
     lo16 = jnp.sum(c & _U32(0xFFFF), axis=axis, dtype=_U32)
     hi16 = jnp.sum(c >> 16, axis=axis, dtype=_U32)
     lo = lo16 + (hi16 << 16)
@@ -200,8 +201,10 @@ def _float_key(
 
     ``-0.0`` maps to the key of ``+0.0``, every NaN to ``_KEY_NAN`` (above
     ``+inf``), entries already pruned to ``_KEY_PRUNED`` (below ``-inf``).
-    ``zero`` (a loop-variant 0) keeps XLA from hoisting the keys out of a loop
-    into a materialized array: they are recomputed inside each counting fusion.
+    ``zero`` (a 0 that XLA cannot constant-fold, loop-variant inside a loop)
+    keeps XLA from hoisting the keys out of the counting loop into a
+    materialized array: they are recomputed inside each counting fusion. Every
+    use of a leaf's keys passes such a ``zero``, so all see identical keys.
     """
     if zero is not None:
         x = x + zero.astype(jnp.float32)  # also turns -0.0 into +0.0
@@ -247,18 +250,24 @@ def _count_below(
 
     An entry precedes a candidate if its key is smaller, or its key is equal and
     ``take_equal`` (a scalar: all equal entries of this leaf come first), or its
-    key is equal, ``split_equal`` and its flat index is smaller. One scalar
-    reduction per candidate over elementwise predicates (sibling reductions
-    that XLA can fuse into one pass; a ``(..., C)`` broadcast would be
-    materialized by XLA:CPU). ``zero`` is a loop-variant 0. Returns ``(C,)``
-    uint32.
+    key is equal, ``split_equal`` and its flat index is smaller. All ``C``
+    counts come from one variadic reduction, so the leaf is read once per pass
+    whatever ``C`` (separate sibling reductions may each re-read it; a
+    ``(..., C)`` broadcast is materialized by XLA:CPU). ``zero`` is a
+    loop-variant 0. Returns ``(C,)`` uint32.
     """
     idx = _flat_index(key.shape, zero)
-    counts = []
+    preds = []
     for j in range(key_cands.shape[0]):
         kc, ic = key_cands[j], idx_cands[j]
         before = (key < kc) | ((key == kc) & (take_equal | (split_equal & (idx < ic))))
-        counts.append(jnp.sum(before, dtype=_U32))
+        preds.append(before.astype(_U32))
+    counts = lax.reduce(
+        tuple(preds),
+        tuple(_U32(0) for _ in preds),
+        lambda a, b: tuple(x + y for x, y in zip(a, b)),
+        tuple(range(key.ndim)),
+    )
     return jnp.stack(counts)
 
 
@@ -290,8 +299,10 @@ def _select_lowest(
     keys below ``2**b - 1`` candidate thresholds. If the entries with key
     ``T`` must be split (some pruned, some kept), the leaf holding the split
     follows from the per-leaf counts, and further passes fix the flat index of
-    the last pruned entry in that leaf, ``b`` bits at a time. Every pass is one
-    fused reduction per leaf inside a single ``while_loop``.
+    the last pruned entry in that leaf, ``b`` bits at a time. Every pass is
+    one variadic reduction per leaf (``2**b - 1`` counts from one read of the
+    scores) inside a single ``while_loop``; index passes run only when a split
+    is needed.
 
     Args:
       key_fns: thunks returning each leaf's uint32 keys.
@@ -389,9 +400,10 @@ def _select_lowest(
     _, kbase, _, _, ibase, need, partial = lax.while_loop(more, body, init)
     bound = jnp.where(partial, ibase + _U32(1), jnp.where(need == 0, _U32(0), _U32(_KEY_EXCLUDED)))
     threshold = per_leaf(kbase)
+    zero = lax.optimization_barrier(jnp.zeros((), _U32))
     out = []
     for i, fn in enumerate(key_fns):
-        key = fn()
+        key = fn(zero)
         t = threshold[i]
         out.append((key < t) | ((key == t) & (_flat_index(key.shape) < bound[i])))
     return out
@@ -680,7 +692,8 @@ def prune(
         prunable leaf has the param's full shape (reduced to the structure's
         groups with ``reduction``) or already the group shape
         ``structure.group_shape(param.shape)`` (then ``params`` is required
-        to know the param shapes). Cast to float32 (bf16 etc. exactly).
+        to know the param shapes; where both shapes coincide the score counts
+        as full-shape). Cast to float32 (bf16 etc. exactly).
       sparsity: fraction of groups to prune, in [0, 1]: Python float or 0-d
         array (may be traced; a traced value outside [0, 1] is clipped, NaN
         counts as 0). ``None``: ``1 - n/m`` for ``NM(n, m)``; required
@@ -697,7 +710,7 @@ def prune(
       structure: granularity (:mod:`sparsejax.structures`). For ``NM(n, m)`` a
         sparsity ``s < 1 - n/m`` prunes ``round(s·N)`` entries chosen only among
         the ``m - n`` lowest of every run of ``m`` (gradual N:M); ``s > 1 - n/m``
-        is an error. The exact count assumes an existing mask that is itself
+        is an error (a traced one is clamped to ``1 - n/m``). The exact count assumes an existing mask that is itself
         N:M-compatible (≤ ``m - n`` pruned per run); extra entries it prunes
         stay pruned on top.
       distribution: per-layer sparsities for ``scope="layer"``: ``"uniform"``
@@ -705,7 +718,9 @@ def prune(
         ``sparsity`` over the prunable entries, see :func:`erk_sparsities`) or a
         mapping ``{path_or_regex: sparsity}``: a key equal to a path applies to
         it, otherwise keys are regexes searched in the path (like
-        ``prunable``); layers no key matches get ``sparsity``.
+        ``prunable``); layers no key matches get ``sparsity``. With a traced
+        sparsity the ERK solve runs in float32 (float64 for a Python float), so
+        a layer's count can differ by one at a rounding boundary.
       reduction: group reduction, ``"l1"``, ``"l2"``, ``"mean"`` or ``"sum"``
         (see :func:`sparsejax.structures.reduce_scores`).
       erk_power_scale: exponent of ERK's raw densities.

@@ -48,6 +48,7 @@ from sparsejax.structures import Structure, Unstructured
 
 __all__ = [
     "KeepSparseState",
+    "MaskLeaves",
     "PruningState",
     "Score",
     "accumulated",
@@ -97,6 +98,49 @@ def _resolve_mask(params: PyTree, mask: MaskOrFn) -> PyTree:
     return _normalise_mask(params, mask(params) if callable(mask) else mask)
 
 
+class MaskLeaves:
+    """A mask stored flat: its leaves as one tuple, its tree structure as static data.
+
+    Optimizer states keep the mask in this form. Passing a state to a jitted
+    step flattens it on the host at every call; the leaves of a nested
+    parameter container (an NNX ``State``, a Flax ``FrozenDict``) are reached
+    through one Python call per node, while a tuple flattens in C++. Storing the
+    mask flat keeps that host cost at one call, whatever the model's depth, so
+    a masked step dispatches as fast as a dense one. :meth:`tree` (or the
+    states' ``mask`` property) gives the mask back mirroring the params.
+
+    Attributes:
+      leaves: the mask's leaves in ``jax.tree.leaves`` order.
+      treedef: the mask's (= the params') tree structure.
+    """
+
+    __slots__ = ("leaves", "treedef")
+
+    def __init__(self, leaves: tuple, treedef: Any):
+        self.leaves = tuple(leaves)
+        self.treedef = treedef
+
+    @classmethod
+    def of(cls, mask: PyTree) -> MaskLeaves:
+        leaves, treedef = jax.tree.flatten(mask)
+        return cls(tuple(leaves), treedef)
+
+    def tree(self) -> PyTree:
+        """The mask as a pytree mirroring the params."""
+        return jax.tree.unflatten(self.treedef, self.leaves)
+
+    def __repr__(self) -> str:
+        return f"MaskLeaves({len(self.leaves)} leaves)"
+
+
+jax.tree_util.register_pytree_with_keys(
+    MaskLeaves,
+    lambda m: (tuple((jax.tree_util.SequenceKey(i), x) for i, x in enumerate(m.leaves)), m.treedef),
+    lambda treedef, leaves: MaskLeaves(tuple(leaves), treedef),
+    flatten_func=lambda m: (m.leaves, m.treedef),
+)
+
+
 def _check_update_trees(owner: str, updates: PyTree, params: PyTree, mask: PyTree) -> None:
     check_same_structure(params, updates, "params", "updates")
     check_same_structure(params, mask, "params", f"{owner} mask")
@@ -119,13 +163,23 @@ class KeepSparseState(NamedTuple):
     """State of :func:`keep_sparse`.
 
     Attributes:
-      mask: the fixed mask, a pytree mirroring the params with ``bool`` leaves
-        broadcasting to them (rank 0 or the param's rank).
+      mask_leaves: the fixed mask, stored flat (:class:`MaskLeaves`); the
+        ``mask`` property gives it as a pytree mirroring the params with
+        ``bool`` leaves broadcasting to them (rank 0 or the param's rank).
       inner_state: the state of the wrapped optimizer.
     """
 
-    mask: PyTree
+    mask_leaves: MaskLeaves
     inner_state: optax.OptState
+
+    @property
+    def mask(self) -> PyTree:
+        """The mask, mirroring the params."""
+        return self.mask_leaves.tree()
+
+    def with_mask(self, mask: PyTree) -> KeepSparseState:
+        """This state with ``mask`` (same tree and leaf shapes as the current one) swapped in."""
+        return self._replace(mask_leaves=MaskLeaves.of(mask))
 
 
 def keep_sparse(
@@ -173,15 +227,18 @@ def keep_sparse(
     inner = optax.with_extra_args_support(inner)
 
     def init_fn(params):
-        return KeepSparseState(mask=_resolve_mask(params, mask), inner_state=inner.init(params))
+        return KeepSparseState(
+            mask_leaves=MaskLeaves.of(_resolve_mask(params, mask)), inner_state=inner.init(params)
+        )
 
     def update_fn(updates, state, params=None, **extra_args):
         _require_params("keep_sparse", params)
-        _check_update_trees("keep_sparse", updates, params, state.mask)
-        grads = _zero_pruned(updates, state.mask)
+        mask_tree = state.mask
+        _check_update_trees("keep_sparse", updates, params, mask_tree)
+        grads = _zero_pruned(updates, mask_tree)
         new_updates, inner_state = inner.update(grads, state.inner_state, params, **extra_args)
-        new_updates = _pin_pruned(new_updates, params, state.mask)
-        return new_updates, KeepSparseState(mask=state.mask, inner_state=inner_state)
+        new_updates = _pin_pruned(new_updates, params, mask_tree)
+        return new_updates, KeepSparseState(mask_leaves=state.mask_leaves, inner_state=inner_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
@@ -283,17 +340,27 @@ class PruningState(NamedTuple):
     Attributes:
       step: ``int32`` scalar, the number of updates applied so far (the step
         the schedule is asked about at the next update).
-      mask: the current mask; leaf shapes are fixed at ``init``
-        (``structure.mask_shape(param.shape)`` for prunable leaves, ``()`` for
-        the others) and entries only ever turn ``False``.
+      mask_leaves: the current mask, stored flat (:class:`MaskLeaves`); the
+        ``mask`` property gives it mirroring the params. Leaf shapes are fixed
+        at ``init`` (``structure.mask_shape(param.shape)`` for prunable leaves,
+        ``()`` for the others) and entries only ever turn ``False``.
       inner_state: the state of the wrapped optimizer.
       score_state: the :class:`Score`'s state (``()`` for a plain function).
     """
 
     step: jax.Array
-    mask: PyTree
+    mask_leaves: MaskLeaves
     inner_state: optax.OptState
     score_state: PyTree
+
+    @property
+    def mask(self) -> PyTree:
+        """The current mask, mirroring the params."""
+        return self.mask_leaves.tree()
+
+    def with_mask(self, mask: PyTree) -> PruningState:
+        """This state with ``mask`` (same tree and leaf shapes as the current one) swapped in."""
+        return self._replace(mask_leaves=MaskLeaves.of(mask))
 
 
 def _initial_mask(
@@ -322,6 +389,13 @@ def _initial_mask(
                 f"{tuple(np.shape(p))}"
             )
     return mask
+
+
+def _with_live(stored: MaskLeaves, which: list[bool], live: tuple) -> MaskLeaves:
+    """``stored`` with its prunable leaves (``which``) replaced by ``live``, in order."""
+    it = iter(live)
+    leaves = tuple(next(it) if keep else m for m, keep in zip(stored.leaves, which, strict=True))
+    return MaskLeaves(leaves, stored.treedef)
 
 
 def _shrink(mask: PyTree, selected: PyTree) -> PyTree:
@@ -446,21 +520,30 @@ def pruning(
     def init_fn(params):
         return PruningState(
             step=jnp.zeros((), jnp.int32),
-            mask=_initial_mask(params, mask, prunable, structure),
+            mask_leaves=MaskLeaves.of(_initial_mask(params, mask, prunable, structure)),
             inner_state=inner.init(params),
             score_state=score_t.init(params),
         )
 
     def update_fn(updates, state, params=None, **extra_args):
         _require_params("pruning", params)
-        _check_update_trees("pruning", updates, params, state.mask)
+        mask_tree = state.mask
+        _check_update_trees("pruning", updates, params, mask_tree)
         step = state.step
-        grads = _zero_pruned(updates, state.mask)
+        grads = _zero_pruned(updates, mask_tree)
         score_state = score_t.update(state.score_state, params, updates)
         new_updates, inner_state = inner.update(grads, state.inner_state, params, **extra_args)
 
+        # Only prunable leaves can change (the others stay as init made them), so only
+        # they pass through lax.cond: a conditional's outputs are fresh buffers, and
+        # every leaf through it costs a copy on the steps that do not update.
+        which = [keep for _, keep in named_leaves(prunable_tree(params, prunable))]
+        old = state.mask_leaves.leaves
+        live = tuple(m for m, keep in zip(old, which, strict=True) if keep)
+
         def reselect(operand):
-            params, updates, score_state, mask = operand
+            params, updates, score_state, live = operand
+            mask = _with_live(state.mask_leaves, which, live).tree()
             scores = score_t.compute(score_state, params, updates)
             selected = prune(
                 scores,
@@ -473,23 +556,25 @@ def pruning(
                 distribution=distribution,
                 reduction=reduction,
             )
-            return _shrink(mask, selected)
+            new = jax.tree.leaves(_shrink(mask, selected))
+            return tuple(m for m, keep in zip(new, which, strict=True) if keep)
 
         def keep(operand):
             return operand[3]
 
-        operand = (params, updates, score_state, state.mask)
+        operand = (params, updates, score_state, live)
         is_update = jnp.asarray(schedule.is_update(step), bool)
         try:  # Eager call: the step is concrete, select only when it is an update step.
             concrete = bool(is_update)
         except jax.errors.ConcretizationTypeError:  # under jit / vmap: no host round trip
-            new_mask = jax.lax.cond(is_update, reselect, keep, operand)
+            live = jax.lax.cond(is_update, reselect, keep, operand)
         else:
-            new_mask = reselect(operand) if concrete else keep(operand)
-        new_updates = _pin_pruned(new_updates, params, new_mask)
+            live = reselect(operand) if concrete else keep(operand)
+        new_leaves = _with_live(state.mask_leaves, which, live)
+        new_updates = _pin_pruned(new_updates, params, new_leaves.tree())
         new_state = PruningState(
             step=optax.safe_increment(step),
-            mask=new_mask,
+            mask_leaves=new_leaves,
             inner_state=inner_state,
             score_state=score_state,
         )

@@ -1,8 +1,9 @@
-"""Throughput of S seeds trained in one vmapped step vs S sequential runs (LeNet-300-100).
+"""Throughput of S seeds trained in one vmapped step vs S sequential runs.
 
-The model is :class:`sparsejax.models.LeNet300100` (784-300-100-10, 266,610
-parameters) on MNIST-shaped inputs (``float32[B, 28, 28, 1]``, 10 classes);
-the optimizer SGD with momentum 0.9. Three ways to train ``S`` seeds for
+Models (``--model``): :class:`sparsejax.models.LeNet300100` (784-300-100-10,
+266,610 parameters) on MNIST-shaped inputs (``float32[B, 28, 28, 1]``) and
+:class:`sparsejax.models.MNIST1DCNN` (5,210 parameters) on MNIST-1D inputs
+(``float32[B, 40]``), 10 classes; the optimizer SGD with momentum 0.9. Three ways to train ``S`` seeds for
 ``steps`` steps each with :func:`sparsejax.train.make_train_step`:
 
 * ``sequential``: ``S`` single-seed states, one jitted step, run one seed
@@ -22,6 +23,7 @@ Usage::
 
     python experiments/benchmarks/vmap_seeds.py                       # CPU, ~1 min
     python experiments/benchmarks/vmap_seeds.py --tag gpu --steps 200
+    python experiments/benchmarks/vmap_seeds.py --model mnist1d_cnn --tag gpu --steps 200
 """
 
 from __future__ import annotations
@@ -39,20 +41,32 @@ from flax import nnx
 
 from sparsejax import train as sj_train
 from sparsejax.experiment.output import environment, markdown_table, write_json
-from sparsejax.models import LeNet300100
+from sparsejax.models import MNIST1DCNN, LeNet300100
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
-
-def make_model(key: jax.Array) -> nnx.Module:
-    return LeNet300100(784, 10, rngs=nnx.Rngs(key))
+# name -> (constructor(key), input shape of one example, description)
+MODELS = {
+    "lenet300100": (
+        lambda key: LeNet300100(784, 10, rngs=nnx.Rngs(key)),
+        (28, 28, 1),
+        "LeNet300100 (784-300-100-10)",
+    ),
+    "mnist1d_cnn": (
+        lambda key: MNIST1DCNN(rngs=nnx.Rngs(key)),
+        (40,),
+        "MNIST1DCNN (5,210 params, length 40)",
+    ),
+}
+make_model = MODELS["lenet300100"][0]
+INPUT_SHAPE = MODELS["lenet300100"][1]
 
 
 def staged_batches(rng: np.random.Generator, steps: int, shape: tuple[int, ...]) -> list:
     """``steps`` device-resident ``(x, y)`` batches with leading axes ``shape`` (B,) or (S, B)."""
     return [
         (
-            jax.device_put(rng.normal(size=(*shape, 28, 28, 1)).astype(np.float32)),
+            jax.device_put(rng.normal(size=(*shape, *INPUT_SHAPE)).astype(np.float32)),
             jax.device_put(rng.integers(0, 10, size=shape).astype(np.int32)),
         )
         for _ in range(steps)
@@ -100,6 +114,7 @@ def bench_vmap(keys, tx, batches, repeats, per_seed_batches):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", choices=sorted(MODELS), default="lenet300100")
     parser.add_argument("--seeds", type=int, default=8)
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--steps", type=int, default=40, help="timed steps per seed")
@@ -107,6 +122,8 @@ def main() -> None:
     parser.add_argument("--tag", default=jax.default_backend(), help="output name suffix")
     parser.add_argument("--out-dir", type=pathlib.Path, default=RESULTS)
     args = parser.parse_args()
+    global make_model, INPUT_SHAPE
+    make_model, INPUT_SHAPE, description = MODELS[args.model]
     load_at_start = os.getloadavg()[0]
 
     tx = optax.sgd(0.1, momentum=0.9)
@@ -162,7 +179,7 @@ def main() -> None:
         ],
     )
     header = (
-        f"# {args.seeds} seeds of LeNet-300-100 (MNIST-shaped inputs): vmapped vs sequential\n\n"
+        f"# {args.seeds} seeds of {description}: vmapped vs sequential\n\n"
         f"Device: {env['device']} ({env['backend']}, {env['device_count']} device(s)); "
         f"jax {env['jax']}, flax {env['flax']}; {env['date']}.\n"
         f"Command: `{env['command']}` (XLA_FLAGS={env['xla_flags']!r}). Median of "
@@ -172,12 +189,14 @@ def main() -> None:
     )
     print("\n" + table)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"vmap_seeds_{args.tag}"
+    stem = f"vmap_seeds_{args.tag}" if args.model == "lenet300100" else (
+        f"vmap_seeds_{args.model}_{args.tag}"
+    )
     write_json(
         args.out_dir / f"{stem}.json",
         {
             "benchmark": "vmap_seeds",
-            "model": "LeNet300100 (784-300-100-10)",
+            "model": description,
             "optimizer": "sgd(0.1, momentum=0.9)",
             "config": vars(args) | {"out_dir": str(args.out_dir)},
             "environment": env,

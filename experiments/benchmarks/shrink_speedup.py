@@ -1,0 +1,228 @@
+"""Inference speedup of a physically shrunk ResNet-56 vs the dense one (L1 filter pruning).
+
+Li et al. (2017) prune the filters of the first convolution of each residual block of
+a CIFAR ResNet-56 by their L1 norm; the block's internal channels (``conv1`` output =
+``bn1`` = ``conv2`` input) then disappear from both convolutions. This benchmark:
+
+1. builds :class:`sparsejax.models.ResNet56` (32x32x3 CIFAR shape, random weights and
+   inputs, option-A shortcuts unless ``--shortcut B``), eval mode;
+2. prunes ``--sparsity`` (default 50 %) of the ``blocks/*/conv1`` filters per layer by
+   their L1 norm: ``sparsejax.prune(magnitude, s, structure=Neurons(), reduction="l1")``;
+3. shrinks the model with :func:`sparsejax.structured.shrink` and checks that its
+   logits equal the masked model's (:func:`sparsejax.structured.group_mask`) on a batch;
+4. counts FLOPs (multiply-accumulates, one example) with :func:`sparsejax.metrics.flops`:
+   the dense model (125,485,696 for ResNet-56, the 1.25e8 of Li et al. 2017, Table 2),
+   the shrunk model (62,964,352 at 50 %), and the masked model's nonzero FLOPs (which
+   must equal the shrunk model's);
+5. times the jitted eval-mode forward pass of both models for each ``--batch`` size:
+   compile + ``--warmup`` calls, then ``--repeats`` timings of ``--iters`` calls each
+   (``block_until_ready`` after each call); the table gives the median time per call.
+
+Random data: the timings do not depend on the values.
+
+Usage::
+
+    python experiments/benchmarks/shrink_speedup.py --batch 32 --repeats 3   # CPU, ~1 min
+    python experiments/benchmarks/shrink_speedup.py --batch 64 256 1024 --repeats 20 \\
+        --out experiments/benchmarks/results/shrink_speedup_gpu.json
+
+References:
+  Li, Kadav, Durdanovic, Samet & Graf (2017), Pruning Filters for Efficient ConvNets,
+  ICLR (Section 4.2, ResNet-56 on CIFAR-10); Blalock et al. (2020), What is the State of
+  Neural Network Pruning?, MLSys (FLOPs counting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+import sparsejax as sj
+from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.metrics import flops
+from sparsejax.models import CifarResNet
+from sparsejax.structured import coupled_groups, group_mask, keep_sets, shrink
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+PRUNABLE = r"^blocks/\d+/conv1/kernel$"
+
+
+def forward_fn(model: nnx.Module):
+    """``(jitted f(state, x) -> logits, state)`` for the model in eval mode."""
+    model = nnx.clone(model)
+    model.eval()
+    graphdef, state = nnx.split(model)
+    return jax.jit(lambda s, x: nnx.merge(graphdef, s)(x)), state
+
+
+def count_flops(model: nnx.Module, mask=None):
+    """FLOPs report of one example (params traced, running statistics closed over)."""
+    model = nnx.clone(model)
+    model.eval()
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    x = jax.ShapeDtypeStruct((1, *model.in_shape), jnp.float32)
+    return flops(lambda p, v: nnx.merge(graphdef, p, rest)(v), params, x, mask=mask)
+
+
+def time_forward(f, state, x, warmup: int, repeats: int, iters: int) -> dict:
+    t0 = time.perf_counter()
+    f(state, x).block_until_ready()
+    compile_s = time.perf_counter() - t0
+    for _ in range(warmup):
+        f(state, x).block_until_ready()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            f(state, x).block_until_ready()
+        times.append((time.perf_counter() - t0) / iters)
+    return {"compile_s": compile_s, "times_s": times, "median_s": statistics.median(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--batch", type=int, nargs="+", default=[256], help="batch sizes")
+    parser.add_argument("--depth", type=int, default=56, help="ResNet depth 6n+2")
+    parser.add_argument("--shortcut", choices=("A", "B"), default="A")
+    parser.add_argument("--sparsity", type=float, default=0.5, help="filters pruned per layer")
+    parser.add_argument("--repeats", type=int, default=10, help="timed repetitions (median)")
+    parser.add_argument("--iters", type=int, default=5, help="calls per timed repetition")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed calls after compiling")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--out", type=pathlib.Path, default=None,
+        help="JSON output path (default results/shrink_speedup_<backend>.json; a .md beside it)",
+    )  # fmt: skip
+    args = parser.parse_args()
+    out = args.out or RESULTS / f"shrink_speedup_{jax.default_backend()}.json"
+    load_at_start = os.getloadavg()[0]
+
+    dense = CifarResNet(args.depth, (32, 32, 3), 10, shortcut=args.shortcut,
+                        rngs=nnx.Rngs(args.seed))  # fmt: skip
+    params = nnx.state(dense, nnx.Param)
+    mask = jax.jit(
+        lambda p: sj.prune(
+            sj.scores.magnitude(p),
+            args.sparsity,
+            structure=sj.Neurons(),
+            prunable=PRUNABLE,
+            reduction="l1",
+        )
+    )(params)
+    groups = coupled_groups(dense)
+    keep = keep_sets(groups, params, mask)
+    small = shrink(dense, mask, groups=groups)
+
+    # Equivalence check: shrunk == masked model (conv1 filters, bn1 channels, conv2 rows zeroed).
+    gmask = group_mask(groups, params, keep)
+    graphdef, p, rest = nnx.split(dense, nnx.Param, ...)
+    masked = nnx.merge(graphdef, sj.apply_mask(p, gmask), rest, copy=True)
+    x_check = jnp.asarray(np.random.default_rng(1).normal(size=(8, 32, 32, 3)), jnp.float32)
+    with jax.default_matmul_precision("float32"):
+        f_m, s_m = forward_fn(masked)
+        f_s, s_s = forward_fn(small)
+        ref, got = f_m(s_m, x_check), f_s(s_s, x_check)
+        # Relative to the logit scale: random He-initialised BN ResNets have large logits.
+        max_diff = float(jnp.max(jnp.abs(ref - got)) / jnp.max(jnp.abs(ref)))
+
+    dense_flops = count_flops(dense)
+    small_flops = count_flops(small)
+    masked_flops = count_flops(dense, mask=gmask)
+    theory = dense_flops.total_flops / small_flops.total_flops
+    n_dense = sum(x.size for x in jax.tree.leaves(params))
+    n_small = sum(x.size for x in jax.tree.leaves(nnx.state(small, nnx.Param)))
+    print(
+        f"ResNet-{args.depth}{args.shortcut}: {n_dense:,} -> {n_small:,} parameters; "
+        f"FLOPs/example {dense_flops.total_flops:,} -> {small_flops.total_flops:,} "
+        f"(x{theory:.3f}); masked nonzero FLOPs {masked_flops.nonzero_flops:,.0f}; "
+        f"max |shrunk - masked| / max |masked| = {max_diff:.2e}",
+        flush=True,
+    )
+
+    f_dense, s_dense = forward_fn(dense)
+    f_small, s_small = forward_fn(small)
+    rng = np.random.default_rng(args.seed)
+    rows = []
+    for b in args.batch:
+        x = jax.device_put(jnp.asarray(rng.normal(size=(b, 32, 32, 3)), jnp.float32))
+        td = time_forward(f_dense, s_dense, x, args.warmup, args.repeats, args.iters)
+        ts = time_forward(f_small, s_small, x, args.warmup, args.repeats, args.iters)
+        row = {
+            "batch_size": b,
+            "dense": td,
+            "shrunk": ts,
+            "dense_ms": 1e3 * td["median_s"],
+            "shrunk_ms": 1e3 * ts["median_s"],
+            "speedup": td["median_s"] / ts["median_s"],
+            "theoretical_speedup": theory,
+            "dense_images_per_s": b / td["median_s"],
+            "shrunk_images_per_s": b / ts["median_s"],
+        }
+        rows.append(row)
+        print(
+            f"B={b:5d} dense {row['dense_ms']:9.3f} ms  shrunk {row['shrunk_ms']:9.3f} ms  "
+            f"x{row['speedup']:.2f} (FLOPs x{theory:.2f})",
+            flush=True,
+        )
+
+    env = environment()
+    env["cpu_count"] = os.cpu_count()
+    env["xla_flags"] = os.environ.get("XLA_FLAGS", "")
+    env["load_average_1m"] = {"start": load_at_start, "end": os.getloadavg()[0]}
+    table = markdown_table(
+        rows,
+        [
+            ("batch", "{batch_size}"),
+            ("dense (ms)", "{dense_ms:.3f}"),
+            ("shrunk (ms)", "{shrunk_ms:.3f}"),
+            ("measured speedup", "{speedup:.2f}x"),
+            ("FLOPs speedup", "{theoretical_speedup:.2f}x"),
+            ("dense img/s", "{dense_images_per_s:,.0f}"),
+            ("shrunk img/s", "{shrunk_images_per_s:,.0f}"),
+        ],
+    )
+    header = (
+        f"# ResNet-{args.depth} (option {args.shortcut}): dense vs shrunk after pruning "
+        f"{args.sparsity:.0%} of the block-internal filters (L1, Li et al. 2017)\n\n"
+        f"Device: {env['device']} ({env['backend']}); jax {env['jax']}, flax {env['flax']}; "
+        f"{env['date']}. Command: `{env['command']}`.\n"
+        f"Parameters {n_dense:,} -> {n_small:,}; FLOPs (MACs) per 32x32 image "
+        f"{dense_flops.total_flops:,} -> {small_flops.total_flops:,} (masked model's nonzero "
+        f"FLOPs {masked_flops.nonzero_flops:,.0f}); logits max |shrunk - masked| / max |masked| "
+        f"= {max_diff:.1e}. Jitted eval-mode forward, median of {args.repeats} x {args.iters} "
+        f"calls after {args.warmup} warm-up calls; host load (1 min) {load_at_start:.1f} -> "
+        f"{env['load_average_1m']['end']:.1f} ({env['cpu_count']} CPUs).\n"
+    )
+    print("\n" + table)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_json(
+        out,
+        {
+            "benchmark": "shrink_speedup",
+            "model": f"ResNet{args.depth}{args.shortcut}",
+            "config": vars(args) | {"out": str(out)},
+            "environment": env,
+            "parameters": {"dense": n_dense, "shrunk": n_small},
+            "flops_per_example": {
+                "dense": dense_flops.total_flops,
+                "shrunk": small_flops.total_flops,
+                "masked_nonzero": masked_flops.nonzero_flops,
+                "theoretical_speedup": theory,
+            },
+            "max_rel_diff_shrunk_vs_masked": max_diff,
+            "results": rows,
+        },
+    )
+    out.with_suffix(".md").write_text(header + "\n" + table + "\n")
+
+
+if __name__ == "__main__":
+    main()
