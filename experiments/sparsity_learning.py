@@ -159,7 +159,7 @@ def _vd(cfg: Config, data, name: str, steps: int, dense: dict, split) -> dict[st
         "dense_test_accuracy": dense["test_accuracy"],
         "error_increase_pp": 100 * (dense["test_accuracy"] - test),
         "compression": compression_ratio(params, mask),
-        "final_kl": float(last["kl"]), "final_nll": float(last["nll"]),
+        "final_kl": float(last["kl"]), "final_nll": float(last["data_loss"]),
     }
 
 

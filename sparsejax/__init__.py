@@ -16,9 +16,20 @@ The core works on any parameter pytree and imports only jax, optax and chex:
 * :mod:`sparsejax.transforms` — optax transforms: :func:`keep_sparse` and
   gradual :func:`pruning` inside any optimizer, no extra call per step.
 
-Built on the core: :mod:`sparsejax.models` (Flax NNX zoo), :mod:`sparsejax.data`,
-:mod:`sparsejax.train`, :mod:`sparsejax.checkpoint`, :mod:`sparsejax.metrics`
-and :mod:`sparsejax.experiment` (import them explicitly).
+Also jax-only, and exported here: :class:`BlockSparseMatrix` and
+:func:`block_sparse_matmul` (block-sparse weights, Pallas GPU kernels; Gray et
+al. 2017) and :mod:`sparsejax.parallel` (data-parallel / FSDP placement of
+params, masks and optimizer state).
+
+Built on the core (import them explicitly; they use Flax or more):
+:mod:`sparsejax.models` (NNX zoo), :mod:`sparsejax.data`, :mod:`sparsejax.train`,
+:mod:`sparsejax.checkpoint`, :mod:`sparsejax.metrics`, :mod:`sparsejax.experiment`,
+:mod:`sparsejax.lottery` (IMP, rewinding), :mod:`sparsejax.regularizers` (group
+lasso), :mod:`sparsejax.variational` (sparse VD), :mod:`sparsejax.structured`
+(coupled groups, physical shrinking), :mod:`sparsejax.criteria` and
+:mod:`sparsejax.sensitivity` (structured criteria, oracle, sensitivity
+analysis), :mod:`sparsejax.dynamic` (input-dependent gating) and
+:mod:`sparsejax.kernels` (the block-sparse kernels, ``BlockSparseLinear``).
 
 Example:
   >>> import jax.numpy as jnp, optax, sparsejax as sj
@@ -28,7 +39,8 @@ Example:
   [[0.0, 0.0], [0.0, 0.0], [5.0, 6.0], [7.0, 8.0]]
 """
 
-from sparsejax import schedules, scores, structures
+from sparsejax import parallel, schedules, scores, structures
+from sparsejax.block_sparse import BlockSparseMatrix, block_sparse_matmul
 from sparsejax.masks import (
     LayerStats,
     apply_mask,
@@ -69,6 +81,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "NM",
+    "BlockSparseMatrix",
     "Blocks",
     "Filters",
     "InputChannels",
@@ -82,6 +95,7 @@ __all__ = [
     "Unstructured",
     "accumulated",
     "apply_mask",
+    "block_sparse_matmul",
     "broadcast_mask",
     "count_kept",
     "current_mask",
@@ -91,6 +105,7 @@ __all__ = [
     "init_mask",
     "intersect",
     "keep_sparse",
+    "parallel",
     "prune",
     "pruning",
     "reduce_scores",

@@ -81,6 +81,7 @@ Batch: TypeAlias = tuple[Any, Any]
 LossFn: TypeAlias = Callable[[jax.Array, jax.Array], jax.Array]
 Forward: TypeAlias = Callable[[nnx.Module, jax.Array], jax.Array]
 MetricsFn: TypeAlias = Callable[[jax.Array, jax.Array], Mapping[str, jax.Array]]
+Penalty: TypeAlias = Callable[[nnx.Module, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
 StepFn: TypeAlias = Callable[["TrainState", Batch], tuple["TrainState", dict[str, jax.Array]]]
 
 
@@ -267,6 +268,7 @@ def make_train_step(
     *,
     forward: Forward = _call,
     metrics_fn: MetricsFn = _classification,
+    penalty: Penalty | None = None,
     vmap_seeds: bool = False,
     per_seed_batches: bool = False,
     jit: bool = True,
@@ -286,6 +288,12 @@ def make_train_step(
       forward: ``(model, inputs) -> logits``; default ``model(inputs)``.
       metrics_fn: ``(logits, labels) -> {name: scalar}`` logged besides
         ``"loss"``; default ``{"accuracy": ...}``.
+      penalty: optional ``(model, step) -> (value, {name: scalar})`` added to
+        the objective, evaluated on the model after its forward pass (so it
+        sees the training-mode model: e.g. the KL term of variational dropout,
+        a group-lasso or L0 penalty). With a penalty the metrics hold
+        ``"loss"`` (the whole objective), ``"data_loss"`` (the mean of
+        ``loss_fn``) and the penalty's own entries.
       vmap_seeds: ``jax.vmap`` the step over a leading seed axis of the state
         (see :func:`create_train_states`).
       per_seed_batches: with ``vmap_seeds``, the batch also has a leading seed
@@ -310,13 +318,20 @@ def make_train_step(
             _reseed(model, step_key)
             logits = forward(model, inputs)
             loss = jnp.mean(_per_example_loss(loss_fn, logits, labels))
+            extra = {}
+            if penalty is not None:
+                value, extra = penalty(model, state.step)
+                extra = {"data_loss": loss, **extra}
+                loss = loss + value
             _, _, rest = nnx.split(model, nnx.Param, ...)
-            return loss, (logits, rest)
+            return loss, (logits, rest, extra)
 
-        (loss, (logits, rest)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        (loss, (logits, rest, extra)), grads = jax.value_and_grad(objective, has_aux=True)(
+            state.params
+        )
         updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss, **metrics_fn(logits, labels)}
+        metrics = {"loss": loss, **extra, **metrics_fn(logits, labels)}
         new_state = state.replace(
             step=state.step + 1, params=params, rest=rest, opt_state=opt_state
         )

@@ -58,7 +58,7 @@ from jax.nn.initializers import Initializer
 
 from sparsejax._tree import check_same_structure, path_str
 from sparsejax.models import _shapes
-from sparsejax.train import Batch, StepFn, TrainState, _reseed
+from sparsejax.train import StepFn, make_train_step
 
 __all__ = [
     "K1",
@@ -131,7 +131,12 @@ def kl_warmup(steps: int, begin: int = 0) -> optax.Schedule:
 
 
 class _VDLayer(nnx.Module):
-    """Shared logic of :class:`VDLinear` and :class:`VDConv` (``_op(x, w)`` differs)."""
+    """Shared logic of :class:`VDLinear` and :class:`VDConv`.
+
+    Not instantiated itself: each subclass calls ``_init_common`` from its
+    ``__init__`` and defines ``_op(x, w)``, its linear operation (a dense
+    contraction or a convolution).
+    """
 
     def _init_common(
         self,
@@ -160,9 +165,6 @@ class _VDLayer(nnx.Module):
         if structured:
             self.scale = nnx.Param(jnp.ones(noise_shape, jnp.float32))
         self.rngs = rngs["dropout"].fork()
-
-    def _op(self, x: jax.Array, w: jax.Array) -> jax.Array:
-        raise NotImplementedError
 
     def _add_bias(self, y: jax.Array, b: jax.Array) -> jax.Array:
         return y + b.reshape((1,) * (y.ndim - 1) + (-1,))
@@ -500,33 +502,15 @@ def make_vd_train_step(
       jit: wrap in ``jax.jit``.
 
     Returns:
-      A pure step; metrics ``loss`` (the objective), ``nll``, ``kl``, ``kl_weight``, ``accuracy``.
+      A pure step (:func:`sparsejax.train.make_train_step` with the KL as its
+      ``penalty``); metrics ``loss`` (the objective), ``data_loss`` (the
+      negative log-likelihood), ``kl``, ``kl_weight``, ``accuracy``.
     """
     num_examples = _shapes.positive_int("num_examples", num_examples)
 
-    def train_step(state: TrainState, batch: Batch):
-        inputs, labels = batch
-        step_key = jax.random.fold_in(state.key, state.step)
-        beta = jnp.asarray(kl_weight(state.step) if callable(kl_weight) else kl_weight, jnp.float32)
+    def penalty(model: nnx.Module, step: jax.Array):
+        beta = jnp.asarray(kl_weight(step) if callable(kl_weight) else kl_weight, jnp.float32)
+        kl = model_kl(model)
+        return beta * kl / num_examples, {"kl": kl, "kl_weight": beta}
 
-        def objective(params):
-            model = nnx.merge(state.graphdef, params, state.rest, copy=True)
-            model.train()
-            _reseed(model, step_key)
-            logits = model(inputs)
-            nll = jnp.mean(loss_fn(logits, labels))
-            kl = model_kl(model)
-            _, _, rest = nnx.split(model, nnx.Param, ...)
-            return nll + beta * kl / num_examples, (logits, rest, nll, kl)
-
-        (loss, (logits, rest, nll, kl)), grads = jax.value_and_grad(objective, has_aux=True)(
-            state.params
-        )
-        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        acc = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
-        metrics = {"loss": loss, "nll": nll, "kl": kl, "kl_weight": beta, "accuracy": acc}
-        return state.replace(step=state.step + 1, params=params, rest=rest,
-                             opt_state=opt_state), metrics
-
-    return jax.jit(train_step) if jit else train_step
+    return make_train_step(loss_fn, penalty=penalty, jit=jit)

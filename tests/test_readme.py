@@ -13,7 +13,7 @@ README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 def test_readme_examples_run_and_prune_exactly(capsys):
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     namespace: dict = {}
     # user code adds biases by broadcasting, as everyone writes it
     with jax.numpy_rank_promotion("allow"):
@@ -31,3 +31,9 @@ def test_readme_examples_run_and_prune_exactly(capsys):
     erk = namespace["mask"]
     kept = int(np.sum(erk["w1"])) + int(np.sum(erk["w2"]))
     assert kept == (64 * 256 + 256 * 10) - round(0.9 * (64 * 256 + 256 * 10))
+    # the multi-device example: FSDP over the 8 fake CPU devices of conftest
+    exec(compile(blocks[2], "README-parallel", "exec"), namespace)
+    kernel = namespace["state"].params["layers"][0]["kernel"]
+    assert kernel.shape == (784, 300) and kernel.sharding.spec[0] == "data"  # 784 = 8 x 98
+    assert [s.data.shape for s in kernel.addressable_shards] == [(98, 300)] * 8
+    assert np.isfinite(float(namespace["metrics"]["loss"]))

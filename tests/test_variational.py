@@ -213,9 +213,9 @@ def test_vd_train_step_jit_matches_eager_and_uses_kl():
     s1, m1 = step_eager(state, (x, y))
     s2, _ = step_jit(state, (x, y))
     chex.assert_trees_all_close(s1.params, s2.params, rtol=1e-5, atol=1e-6)
-    assert float(m1["kl_weight"]) == 0.0 and float(m1["loss"]) == pytest.approx(float(m1["nll"]))
+    assert float(m1["kl_weight"]) == 0.0 and float(m1["loss"]) == pytest.approx(float(m1["data_loss"]))
     assert float(m1["kl"]) == pytest.approx(float(model_kl(model)), rel=1e-6)
     # β = 1: the objective adds KL / N
     s3, m3 = make_vd_train_step(100, 1.0)(s2, (x, y))
-    assert float(m3["loss"]) == pytest.approx(float(m3["nll"]) + float(m3["kl"]) / 100, rel=1e-5)
+    assert float(m3["loss"]) == pytest.approx(float(m3["data_loss"]) + float(m3["kl"]) / 100, rel=1e-5)
     assert int(s3.step) == 2

@@ -23,10 +23,12 @@ name                class                                 parameters (default sh
 ``resnet20/56``     :class:`ResNet20` / :class:`ResNet56`  269,722 / 853,018 (option A)
 ``vgg16``           :class:`VGG16`                        14,724,042 (512 → 10 head)
 ``transformer``     :class:`TransformerClassifier`        configurable
+(none)              :class:`DecoderLM` (GPT-style LM)     111,008,256 (vocab 32,768, 768 x 12)
 ==================  ====================================  ===============================
 """
 
 from sparsejax.models.conv import Conv2, Conv4, Conv6, ConvNet
+from sparsejax.models.decoder import DecoderBlock, DecoderLM, next_token_loss
 from sparsejax.models.lenet import LeNet5
 from sparsejax.models.mlp import MLP, LeNet300100, mnist1d_mlp
 from sparsejax.models.mnist1d import MNIST1DCNN
@@ -53,6 +55,8 @@ __all__ = [
     "Conv4",
     "Conv6",
     "ConvNet",
+    "DecoderBlock",
+    "DecoderLM",
     "LeNet5",
     "LeNet300100",
     "MultiHeadSelfAttention",
@@ -62,5 +66,6 @@ __all__ = [
     "TransformerClassifier",
     "create_model",
     "mnist1d_mlp",
+    "next_token_loss",
     "patchify",
 ]
