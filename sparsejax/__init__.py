@@ -18,17 +18,18 @@ The core works on any parameter pytree and imports only jax, optax and chex:
 
 Also jax-only, and exported here: :class:`BlockSparseMatrix` and
 :func:`block_sparse_matmul` (block-sparse weights, Pallas GPU kernels; Gray et
-al. 2017) and :mod:`sparsejax.parallel` (data-parallel / FSDP placement of
-params, masks and optimizer state).
+al. 2017), :mod:`sparsejax.parallel` (data-parallel / FSDP placement of
+params, masks and optimizer state), :mod:`sparsejax.criteria` (structured
+criteria: filter norms, group Taylor, BatchNorm scale, the exact-loss-change
+oracle, Spearman correlation) and :mod:`sparsejax.sensitivity` (layer and
+parameter sensitivity, budget allocation).
 
 Built on the core (import them explicitly; they use Flax or more):
 :mod:`sparsejax.models` (NNX zoo), :mod:`sparsejax.data`, :mod:`sparsejax.train`,
 :mod:`sparsejax.checkpoint`, :mod:`sparsejax.metrics`, :mod:`sparsejax.experiment`,
 :mod:`sparsejax.lottery` (IMP, rewinding), :mod:`sparsejax.regularizers` (group
 lasso), :mod:`sparsejax.variational` (sparse VD), :mod:`sparsejax.structured`
-(coupled groups, physical shrinking), :mod:`sparsejax.criteria` and
-:mod:`sparsejax.sensitivity` (structured criteria, oracle, sensitivity
-analysis), :mod:`sparsejax.dynamic` (input-dependent gating) and
+(coupled groups, physical shrinking), :mod:`sparsejax.dynamic` (input-dependent gating) and
 :mod:`sparsejax.kernels` (the block-sparse kernels, ``BlockSparseLinear``).
 
 Example:
@@ -39,7 +40,7 @@ Example:
   [[0.0, 0.0], [0.0, 0.0], [5.0, 6.0], [7.0, 8.0]]
 """
 
-from sparsejax import parallel, schedules, scores, structures
+from sparsejax import criteria, parallel, schedules, scores, sensitivity, structures
 from sparsejax.block_sparse import BlockSparseMatrix, block_sparse_matmul
 from sparsejax.masks import (
     LayerStats,
@@ -98,6 +99,7 @@ __all__ = [
     "block_sparse_matmul",
     "broadcast_mask",
     "count_kept",
+    "criteria",
     "current_mask",
     "current_step",
     "erk_sparsities",
@@ -111,6 +113,7 @@ __all__ = [
     "reduce_scores",
     "schedules",
     "scores",
+    "sensitivity",
     "sparsity",
     "structures",
     "summary",
