@@ -387,16 +387,17 @@ def test_smem_bytes_exact():
 @pytest.mark.parametrize(
     ("kernel", "tiling", "m", "block", "itemsize", "limit", "want"),
     [
-        # bf16 128-blocks: the whole block per step, 3 stages (4 would need 294912 B)
-        ("fwd", Tiling(), 2048, (128, 128), 2, H100, Launch(128, 128, 4, 3, 229376)),
+        # bf16 128-blocks: 4 stages of 64-row chunks (4·256·64·2 + 128·128·2), the best
+        # measured on an H200; whole blocks at 4 stages would need 294912 B
+        ("fwd", Tiling(), 2048, (128, 128), 2, H100, Launch(128, 64, 4, 4, 163840)),
         # float32 128-blocks: 3 stages of whole blocks need 458752 B -> chunks of 32 rows
         ("fwd", Tiling(), 2048, (128, 128), 4, H100, Launch(128, 32, 4, 4, 196608)),
         ("dx", Tiling(), 2048, (128, 128), 4, H100, Launch(128, 32, 4, 4, 196608)),
         ("ddata", Tiling(), 2048, (128, 128), 4, H100, Launch(128, 32, 4, 4, 196608)),
         # A100: 163 KiB -> 64-row chunks, 4 stages: 4·256·64·2 + 128·128·2
         ("fwd", Tiling(), 2048, (128, 128), 2, A100, Launch(128, 64, 4, 4, 163840)),
-        # 256 rows per program: 8 warps, 64-row chunks, 3 stages
-        ("fwd", Tiling(block_m=256), 2048, (128, 128), 2, H100, Launch(256, 64, 8, 3, 212992)),
+        # 256 rows per program: 8 warps, 4 stages of 32-row chunks (4·384·32·2 + 256·128·2)
+        ("fwd", Tiling(block_m=256), 2048, (128, 128), 2, H100, Launch(256, 32, 8, 4, 163840)),
         # dx of a (64, 128) block: output tile bm × bk = 128 × 64, contraction over bn = 128
         ("dx", Tiling(), 2048, (64, 128), 2, H100, Launch(128, 128, 4, 4, 212992)),
         ("fwd", Tiling(), 2048, (32, 32), 4, H100, Launch(128, 32, 4, 4, 98304)),
