@@ -41,7 +41,21 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend.core import Jaxpr, Literal, jaxprs_in_params
+from jax.extend.core import ClosedJaxpr, Jaxpr, Literal
+
+try:  # jax >= 0.8
+    from jax.extend.core import jaxprs_in_params
+except ImportError:  # jax 0.7: the same walk over an equation's parameters
+
+    def jaxprs_in_params(params):
+        """Every ``Jaxpr`` among ``params``' values (also inside tuples / lists)."""
+        for value in params.values():
+            items = value if isinstance(value, (tuple, list)) else (value,)
+            for item in items:
+                if isinstance(item, ClosedJaxpr):
+                    yield item.jaxpr
+                elif isinstance(item, Jaxpr):
+                    yield item
 
 from sparsejax._tree import Prunable, PyTree, named_leaves, prunable_tree
 from sparsejax.masks import summary
