@@ -40,7 +40,6 @@ References:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import jax
 import numpy as np
@@ -177,11 +176,3 @@ def shard_batch(batch: PyTree, mesh: Mesh, *, axis: str = "data") -> PyTree:
 
     return jax.tree_util.tree_map_with_path(leaf, batch)
 
-
-def describe(tree: PyTree) -> list[tuple[str, tuple[int, ...], Any]]:
-    """``(path, shape, PartitionSpec or None)`` for every leaf: where each array lives."""
-    out = []
-    for path, x in jax.tree_util.tree_flatten_with_path(tree)[0]:
-        spec = getattr(getattr(x, "sharding", None), "spec", None)
-        out.append((path_str(path), tuple(np.shape(x)), spec))
-    return out

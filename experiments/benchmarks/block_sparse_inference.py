@@ -41,13 +41,14 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-import statistics
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+
+# the timing loop of the matmul benchmark (this script's directory is on sys.path)
+from block_sparse_matmul import bench as _bench
 from flax import nnx
 
 import sparsejax as sj
@@ -106,18 +107,8 @@ def pure_forward(model: nnx.Module):
 
 
 def bench(fn, args, reps: int, inner: int) -> float:
-    """Median seconds per call (warmup, ``inner`` async calls per sample)."""
-    for _ in range(3):
-        jax.block_until_ready(fn(*args))
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        out = None
-        for _ in range(inner):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        samples.append((time.perf_counter() - t0) / inner)
-    return statistics.median(samples)
+    """Median seconds per call: the matmul benchmark's timing loop."""
+    return _bench(fn, args, reps, inner)["median_s"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
