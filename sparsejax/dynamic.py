@@ -992,8 +992,9 @@ def adaptive_select(logits: jax.Array, flops: jax.Array, threshold: float) -> Ad
         raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
     levels, batch = logits.shape[:2]
     flops = jnp.broadcast_to(jnp.asarray(flops, jnp.float32).reshape(levels, -1), (levels, batch))
+    # threshold 1 means "never confident": a float32 softmax can round to exactly 1.0
     confident = jnp.max(jax.nn.softmax(logits, axis=-1), axis=-1) >= threshold  # (L, B)
-    confident = confident.at[-1].set(True)
+    confident = (confident & (jnp.asarray(threshold) < 1.0)).at[-1].set(True)
     level = jnp.argmax(confident, axis=0).astype(jnp.int32)  # first confident level
     chosen = jnp.take_along_axis(logits, level[None, :, None], axis=0)[0]
     spent = jnp.sum(jnp.where(jnp.arange(levels)[:, None] <= level[None, :], flops, 0.0), axis=0)

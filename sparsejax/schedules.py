@@ -61,6 +61,7 @@ __all__ = [
     "one_shot",
     "periodic",
     "polynomial",
+    "update_steps",
 ]
 
 
@@ -522,3 +523,40 @@ def iterative(rate: float, rounds: int, steps_per_round: int, begin: int = 0) ->
       Networks", NeurIPS 2015. https://arxiv.org/abs/1506.02626
     """
     return Iterative(rate, rounds, steps_per_round, begin)
+
+
+# --------------------------------------------------------------------------- host side
+
+
+def update_steps(schedule: Any, stop: int, start: int = 0) -> np.ndarray:
+    """The steps ``t`` in ``[start, stop)`` at which ``schedule.is_update(t)`` is true.
+
+    Evaluated once, on the host, for a training loop that tells the pruning
+    transform on the host whether a step updates the mask
+    (``prune_now=t in steps``; see :func:`sparsejax.transforms.pruning` and
+    ``sparsejax.train.make_train_step(host_schedule=True)``), so the jitted step
+    needs no ``lax.cond``.
+
+    Args:
+      schedule: a schedule of this module, or any object with
+        ``is_update(steps: int array) -> bool array``.
+      stop: one past the last step (``>= start``).
+      start: the first step (``>= 0``).
+
+    Returns:
+      ``int64[K]`` sorted update steps.
+
+    Example:
+      >>> update_steps(polynomial(0.0, 0.9, begin=10, end=40, every=10), 100).tolist()
+      [10, 20, 30, 40]
+    """
+    start = _check_int("update_steps", "start", start, 0)
+    stop = _check_int("update_steps", "stop", stop, start)
+    steps = np.arange(start, stop, dtype=np.int64)
+    flags = np.asarray(schedule.is_update(steps), dtype=bool)
+    if flags.shape != steps.shape:
+        raise ValueError(
+            f"update_steps: schedule.is_update(steps) must return one bool per step, got shape "
+            f"{flags.shape} for {steps.shape[0]} steps"
+        )
+    return steps[flags]

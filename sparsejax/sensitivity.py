@@ -201,6 +201,14 @@ def layer_sensitivity(
     ``eval_fn`` must be traceable (jnp only, no ``float(...)``). Otherwise a
     Python loop calls ``eval_fn`` eagerly on the same masks.
 
+    Structured grids mask only the analysed leaf: with ``Neurons()`` a pruned
+    unit's kernel column is zero but its bias (and a following BatchNorm's
+    shift) still reach the next layer, so the curve measures "kernel zeroed",
+    not "unit removed" as :func:`sparsejax.structured.shrink` removes it. For
+    the latter, zero the coupled slices inside ``eval_fn`` (e.g. the bias of
+    every unit whose kernel column is all zero, as
+    ``notebooks/04_structured_pruning.py`` does).
+
     Args:
       eval_fn: ``eval_fn(params) -> scalar`` (e.g. accuracy on a held-out batch).
       params: parameter pytree.

@@ -140,8 +140,29 @@ def _as_key(key: Any, name: str = "key") -> jax.Array:
     )
 
 
+def _is_variable(x: Any) -> bool:
+    return isinstance(x, nnx.Variable)
+
+
+def _plain(tree: Any) -> Any:
+    """The same pytree (e.g. an ``nnx.State``) with every ``nnx.Variable`` replaced by its value."""
+
+    def value(v):
+        return v.get_value() if hasattr(v, "get_value") else v.value  # flax < 0.12.1: .value
+
+    return jax.tree.map(lambda x: value(x) if _is_variable(x) else x, tree, is_leaf=_is_variable)
+
+
+def _holds_variables(tree: Any) -> bool:
+    return any(_is_variable(x) for x in jax.tree.leaves(tree, is_leaf=_is_variable))
+
+
 def create_train_state(
-    model: nnx.Module, tx: optax.GradientTransformation, *, key: jax.Array | int
+    model: nnx.Module,
+    tx: optax.GradientTransformation,
+    *,
+    key: jax.Array | int,
+    plain_arrays: bool = False,
 ) -> TrainState:
     """Split ``model`` and initialise the optimizer: step 0, data position ``(0, 0)``.
 
@@ -153,6 +174,13 @@ def create_train_state(
       key: PRNG key (typed, raw or an int seed) for the model's stochastic
         layers during training. Parameter initialisation is the model's own
         business (its ``nnx.Rngs``).
+      plain_arrays: store ``params`` and ``rest`` as ``nnx.State`` trees of
+        plain arrays instead of ``nnx.Variable`` objects (and so the optimizer
+        state too). Same paths (without ``.value``), same training; a jitted
+        step no longer rebuilds a Python ``Variable`` object per parameter on
+        every call, which is most of the host time of a small model's step
+        (``experiments/benchmarks/pruning_overhead.py``). Build masks from
+        ``state.params`` so that they mirror it.
 
     Returns:
       A :class:`TrainState`. Pure: ``model`` is not modified.
@@ -166,6 +194,8 @@ def create_train_state(
             "use create_train_states"
         )
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    if plain_arrays:
+        params, rest = _plain(params), _plain(rest)
     return TrainState(
         step=jnp.zeros((), jnp.int32),
         params=params,
@@ -183,6 +213,8 @@ def create_train_states(
     make_model: Callable[[jax.Array], nnx.Module],
     tx: optax.GradientTransformation,
     keys: jax.Array,
+    *,
+    plain_arrays: bool = False,
 ) -> TrainState:
     """``S`` independent train states stacked on a leading seed axis, built inside ``jax.vmap``.
 
@@ -197,6 +229,8 @@ def create_train_states(
         it must be a pure function of the key.
       tx: the optimizer shared by all seeds.
       keys: ``S`` typed keys (``key<impl>[S]``) or raw keys ``uint32[S, 2]``.
+      plain_arrays: plain arrays instead of ``nnx.Variable`` objects, as in
+        :func:`create_train_state`.
 
     Returns:
       A :class:`TrainState` whose array leaves have a leading axis ``S``.
@@ -212,6 +246,8 @@ def create_train_states(
     def init_one(k):
         model_key, dropout_key = jax.random.split(k)
         _, params, rest = nnx.split(make_model(model_key), nnx.Param, ...)
+        if plain_arrays:
+            params, rest = _plain(params), _plain(rest)
         return params, rest, tx.init(params), dropout_key
 
     params, rest, opt_state, dropout_keys = jax.jit(jax.vmap(init_one))(keys)
@@ -271,6 +307,7 @@ def make_train_step(
     penalty: Penalty | None = None,
     vmap_seeds: bool = False,
     per_seed_batches: bool = False,
+    host_schedule: bool = False,
     jit: bool = True,
 ) -> StepFn:
     """Build ``train_step(state, batch) -> (state, metrics)``.
@@ -298,6 +335,13 @@ def make_train_step(
         (see :func:`create_train_states`).
       per_seed_batches: with ``vmap_seeds``, the batch also has a leading seed
         axis (``x[S, B, ...]``); otherwise all seeds see the same batch.
+      host_schedule: the step becomes ``train_step(state, batch, prune_now)``
+        with ``prune_now`` a static Python bool passed to ``tx.update`` (see
+        :func:`sparsejax.transforms.pruning`): the loop says on the host
+        whether this step updates the mask, e.g.
+        ``prune_now=t in set(sparsejax.schedules.update_steps(schedule, n))``.
+        Two compilations (``True``/``False``) and no ``lax.cond``, whose
+        predicate XLA:GPU reads back to the host on every step.
       jit: wrap in ``jax.jit`` (``False`` gives the eager reference).
 
     Returns:
@@ -306,9 +350,12 @@ def make_train_step(
     """
     _check_seed_axis_flags(vmap_seeds, per_seed_batches)
 
-    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    def train_step(
+        state: TrainState, batch: Batch, prune_now: bool | None = None
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
         inputs, labels = batch
         step_key = jax.random.fold_in(state.key, state.step)
+        plain = not (_holds_variables(state.params) or _holds_variables(state.rest))
 
         def objective(params):
             # copy=True: fresh variables of the grad trace, which BatchNorm and the RNG
@@ -324,12 +371,15 @@ def make_train_step(
                 extra = {"data_loss": loss, **extra}
                 loss = loss + value
             _, _, rest = nnx.split(model, nnx.Param, ...)
+            if plain:
+                rest = _plain(rest)
             return loss, (logits, rest, extra)
 
         (loss, (logits, rest, extra)), grads = jax.value_and_grad(objective, has_aux=True)(
             state.params
         )
-        updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
+        hint = {} if prune_now is None else {"prune_now": prune_now}
+        updates, opt_state = state.tx.update(grads, state.opt_state, state.params, **hint)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss, **extra, **metrics_fn(logits, labels)}
         new_state = state.replace(
@@ -337,10 +387,23 @@ def make_train_step(
         )
         return new_state, metrics
 
-    step = train_step
-    if vmap_seeds:
-        step = jax.vmap(train_step, in_axes=(0, 0 if per_seed_batches else None))
-    return jax.jit(step) if jit else step
+    batch_axis = 0 if per_seed_batches else None
+    if not host_schedule:
+        step = train_step
+        if vmap_seeds:
+            step = jax.vmap(train_step, in_axes=(0, batch_axis))
+        return jax.jit(step) if jit else step
+
+    def hinted_step(state, batch, prune_now):
+        if not isinstance(prune_now, (bool, np.bool_)):
+            raise TypeError(
+                "train_step(state, batch, prune_now): prune_now must be a Python bool "
+                f"(host_schedule=True), got {prune_now!r} of type {type(prune_now).__name__}"
+            )
+        one = functools.partial(train_step, prune_now=bool(prune_now))
+        return (jax.vmap(one, in_axes=(0, batch_axis)) if vmap_seeds else one)(state, batch)
+
+    return jax.jit(hinted_step, static_argnames="prune_now") if jit else hinted_step
 
 
 def make_eval_step(

@@ -414,6 +414,17 @@ def _shrink(mask: PyTree, selected: PyTree) -> PyTree:
     return jax.tree.unflatten(treedef, out)
 
 
+def _check_prune_now(prune_now: Any) -> bool | None:
+    if prune_now is None or isinstance(prune_now, (bool, np.bool_)):
+        return None if prune_now is None else bool(prune_now)
+    raise TypeError(
+        "pruning: prune_now must be None or a Python bool known when the step is traced "
+        "(make it a static argument of the jitted step, e.g. "
+        "make_train_step(host_schedule=True)), got "
+        f"{prune_now!r} of type {type(prune_now).__name__}"
+    )
+
+
 def pruning(
     inner: optax.GradientTransformation,
     *,
@@ -451,6 +462,21 @@ def pruning(
     step, and nothing goes to the host. Mask leaf shapes are fixed at ``init``.
     (Called eagerly, outside any transformation, the step is concrete and a
     plain Python ``if`` replaces ``lax.cond``; the result is the same.)
+
+    **The schedule on the host** (``update(..., prune_now=b)``, an extra
+    argument that ``optax.chain`` forwards): a ``lax.cond`` in a jitted GPU
+    step makes XLA read the predicate back to the host on every step, which
+    stalls launch-bound steps. A training loop knows its step number, so it
+    can say whether the step updates the mask: ``prune_now=False`` traces no
+    selection at all (the step is exactly a :func:`keep_sparse` step),
+    ``prune_now=True`` selects without a conditional (and keeps the old mask
+    if ``schedule.is_update(t)`` is false after all). Compile the step once per
+    value (a static argument, e.g.
+    ``sparsejax.train.make_train_step(host_schedule=True)``) and pass
+    ``t in update_steps`` with
+    ``update_steps = set(sparsejax.schedules.update_steps(schedule, num_steps))``.
+    ``prune_now=False`` at an update step skips that update: keep the host's
+    step number equal to ``state.step``.
 
     Args:
       inner: the optimizer to wrap, e.g. ``optax.adam(1e-3)``.
@@ -525,8 +551,9 @@ def pruning(
             score_state=score_t.init(params),
         )
 
-    def update_fn(updates, state, params=None, **extra_args):
+    def update_fn(updates, state, params=None, *, prune_now=None, **extra_args):
         _require_params("pruning", params)
+        prune_now = _check_prune_now(prune_now)
         mask_tree = state.mask
         _check_update_trees("pruning", updates, params, mask_tree)
         step = state.step
@@ -564,12 +591,20 @@ def pruning(
 
         operand = (params, updates, score_state, live)
         is_update = jnp.asarray(schedule.is_update(step), bool)
-        try:  # Eager call: the step is concrete, select only when it is an update step.
-            concrete = bool(is_update)
-        except jax.errors.ConcretizationTypeError:  # under jit / vmap: no host round trip
-            live = jax.lax.cond(is_update, reselect, keep, operand)
+        if prune_now is False:  # the caller knows: not an update step, no selection traced
+            pass
+        elif prune_now:  # the caller knows: an update step, no lax.cond
+            # where(is_update, ...): a wrong hint on a non-update step changes nothing
+            live = tuple(
+                jnp.where(is_update, n, o) for n, o in zip(reselect(operand), live, strict=True)
+            )
         else:
-            live = reselect(operand) if concrete else keep(operand)
+            try:  # Eager call: the step is concrete, select only when it is an update step.
+                concrete = bool(is_update)
+            except jax.errors.ConcretizationTypeError:  # under jit / vmap: no host round trip
+                live = jax.lax.cond(is_update, reselect, keep, operand)
+            else:
+                live = reselect(operand) if concrete else keep(operand)
         new_leaves = _with_live(state.mask_leaves, which, live)
         new_updates = _pin_pruned(new_updates, params, new_leaves.tree())
         new_state = PruningState(

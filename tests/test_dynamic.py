@@ -275,6 +275,12 @@ def test_adaptive_select_escalates_below_threshold():
     chex.assert_trees_all_close(res.logits[2], sure * 2)
     assert dy.adaptive_select(logits, flops, 0.0).flops.tolist() == [10.0] * 3
     assert dy.adaptive_select(logits, flops, 1.0).level.tolist() == [2, 2, 2]
+    # a saturated float32 softmax (exactly 1.0) still escalates at threshold 1, jitted too
+    saturated = jnp.asarray([[[20.0, 0.0]], [[0.0, 1.0]]])
+    assert float(jnp.max(jax.nn.softmax(saturated[0]))) == 1.0
+    for select in (dy.adaptive_select, jax.jit(dy.adaptive_select)):
+        assert select(saturated, jnp.asarray([1.0, 2.0]), 1.0).level.tolist() == [1]
+        assert select(saturated, jnp.asarray([1.0, 2.0]), 0.99).level.tolist() == [0]
     with pytest.raises(ValueError, match="1.5"):
         dy.adaptive_select(logits, flops, 1.5)
 

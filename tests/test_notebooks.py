@@ -56,6 +56,52 @@ EXPECTED = {
         r"layer widths \(64, 300, 100, 10\) -> \(64, \d+, \d+, 10\)",
         r"sparse VD: test accuracy \d+\.\d\d% \(dense \d+\.\d\d%\), compression \d+\.\dx",
     ]),
+    "04_structured_pruning": (3, [
+        # half the neurons of each hidden layer: 64·150+150 + 150·50+50 + 50·10+10 = 17,810
+        r"layer widths \(64, 300, 100, 10\) -> \(64, 150, 50, 10\)",
+        r"parameters 50,610 -> 17,810 \(masked model: 17,810 nonzero\)",
+        # MACs 64·150 + 150·50 + 50·10 = 17,600; the masked model's nonzero FLOPs equal them
+        r"FLOPs 50,200 -> 17,600 \(2\.85x fewer\)",
+        r"\| \*\*total\*\* \| 50,200 \| \| 17,600 \|",
+        r"max \|shrunk − masked\| over the test logits: "
+        r"(?:\d\.\de-(?:0[6-9]|[1-9]\d)|0\.0e\+00) \(< 1e-5\)",
+        r"(\d+\.\d\d)% after fine-tuning the shrunk model \(\1% fine-tuning the masked one",
+        r"group Taylor +0\.\d{3} +0\.\d{3}\n",
+        r"allocation for a 80% FLOPs reduction of the pruned layers: "
+        r"layers/0/kernel \d+\.\d%, layers/1/kernel \d+\.\d%",
+        # 64·60 + 60·20 + 20·10 = 5,240 of 50,200 MACs
+        r"target 80% L1, uniform +widths \(64, 60, 20, 10\) +FLOPs kept +10\.4%, "
+        r"test accuracy \d+\.\d\d%",
+        r"target 80% L1, sensitivity allocation +widths \(64, \d+, \d+, 10\) +FLOPs kept",
+    ]),
+    "05_dynamic_gating": (2, [
+        # MNIST-1D CNN: 31,750 dense MACs; k = floor(d·25 + ½) channels per layer and input
+        r"31,750 dense MACs per example, predictors 1,275 MACs",
+        r"d=0\.25: k per layer \('conv1', 'conv2', 'conv3'\) = \(6, 6, 6\); selected per input: "
+        r"conv1 6\.\.6, conv2 6\.\.6, conv3 6\.\.6; computed per input: conv1 6\.\.6, "
+        r"conv2 6\.\.6, conv3 6\.\.6",
+        r"d=0\.5: k per layer \('conv1', 'conv2', 'conv3'\) = \(13, 13, 13\); selected per "
+        r"input: conv1 13\.\.13, conv2 13\.\.13, conv3 13\.\.13;",
+        r"d=1\.0: k per layer \('conv1', 'conv2', 'conv3'\) = \(25, 25, 25\); selected per "
+        r"input: conv1 25\.\.25, conv2 25\.\.25, conv3 25\.\.25;",
+        r"conv3 computes (?:[2-9]|[1-9]\d+) different channel subsets over the 1,000 test inputs",
+        # the gathered fast path gives the masked path's logits: relative difference < 1e-6,
+        # probabilities < 1e-5 apart (printed as %.1e), the same class for all 100 inputs
+        *(rf"d={d}: gathered \(k=\({k}\)\) vs masked on 100 single test inputs: max "
+          r"\|Δlogit\| = \d\.\de[-+]\d\d = (?:0\.0e\+00|\d\.\de-0[7-9]|\d\.\de-[1-9]\d) × max "
+          r"\|logit\| \(\d+\.\d\); max \|Δprobability\| = (?:0\.0e\+00|\d\.\de-0[6-9]|"
+          r"\d\.\de-[1-9]\d) \(< 1e-5\); same class 100/100"
+          for d, k in ((r"0\.25", "6, 6, 6"), (r"0\.5", "13, 13, 13"), (r"1\.0", "25, 25, 25"))),
+        # effective MACs at k = 6: 2,490 conv/linear + 325 predictor MACs; static: no predictor
+        r"FBS: .*\n +0\.25 +6/6/6 +0\.24/0\.24/0\.24 +2,815 +8\.9% ",
+        r"L0 : .*\n +0\.25 +6/6/6 +0\.24/0\.24/0\.24 +2,815 +8\.9% ",
+        r" 0\.00 +2,815 +8\.9% +\d+\.\d\d% +100% / 0% / 0%",  # threshold 0: lowest level only
+        r" 1\.00 +[\d,]+ +\d+\.\d% +\d+\.\d\d% +0% / 0% / 100%",  # threshold 1: every level
+        r"static L1 d=0\.25: k=\(6, 6, 6\), 2,490 MACs \(7\.8%\)",
+        r"static L1 d=0\.5: k=\(13, 13, 13\), 9,490 MACs \(29\.9%\)",
+        r"static L1 d=0\.75: k=\(19, 19, 19\), 19,000 MACs \(59\.8%\)",
+        r"gathered +0\.25 +6/6/6 +2,815 +\d+\.\dµs",
+    ]),
 }
 
 # Runs a notebook source as __main__ with plt.show() saving every open figure to $FIG_DIR.

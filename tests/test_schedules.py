@@ -258,3 +258,17 @@ def test_float_step_is_rejected():
 def test_bad_parameters_name_parameter_and_value(make, exc, message):
     with pytest.raises(exc, match=message):
         make()
+
+
+def test_update_steps_on_the_host():
+    sched = schedules.polynomial(0.0, 0.9, begin=10, end=40, every=10)
+    steps = schedules.update_steps(sched, 100)
+    assert steps.dtype == np.int64 and steps.tolist() == [10, 20, 30, 40]
+    assert schedules.update_steps(sched, 31, start=15).tolist() == [20, 30]
+    assert schedules.update_steps(schedules.iterative(0.2, 3, 5), 100).tolist() == [5, 10, 15]
+    assert schedules.update_steps(schedules.one_shot(0.5, at=0), 1).tolist() == [0]
+    assert schedules.update_steps(sched, 10).tolist() == []
+    with pytest.raises(ValueError, match=r"update_steps: stop must be >= 5, got 4"):
+        schedules.update_steps(sched, 4, start=5)
+    with pytest.raises(TypeError, match=r"update_steps: stop must be an int, got 1.5"):
+        schedules.update_steps(sched, 1.5)

@@ -418,3 +418,71 @@ def test_pruning_transform_inside_the_train_step(data):
         assert kept.shape == kernel.shape and int((~kept).sum()) == size // 2
         assert np.all(kernel[~kept] == 0.0) and np.all(kernel[kept] != 0.0)
         assert mask[layer]["bias"].value.shape == ()
+
+
+def test_host_schedule_step_equals_the_lax_cond_step(data):
+    """make_train_step(host_schedule=True): prune_now from the host, same states, no cond."""
+    from sparsejax import schedules, scores, transforms
+
+    sched = schedules.polynomial(0.0, 0.5, begin=2, end=6, every=2)
+    tx = transforms.pruning(optax.adam(1e-2), schedule=sched,
+                            score=lambda params, grads: scores.magnitude(params))
+    x, y = data
+    batch = (jnp.asarray(x[:8]), jnp.asarray(y[:8]))
+    update_at = set(schedules.update_steps(sched, 8))
+    assert update_at == {2, 4, 6}
+    plain = sj_train.make_train_step()
+    hinted = sj_train.make_train_step(host_schedule=True)
+    a = b = sj_train.create_train_state(make_net(0), tx, key=1)
+    for t in range(8):
+        a, metrics_a = plain(a, batch)
+        b, metrics_b = hinted(b, batch, prune_now=t in update_at)
+        chex.assert_trees_all_equal(transforms.current_mask(a.opt_state),
+                                    transforms.current_mask(b.opt_state))
+        chex.assert_trees_all_close(a.params, b.params, rtol=1e-6, atol=1e-7)
+        chex.assert_trees_all_close(metrics_a, metrics_b, rtol=1e-6)
+    kept = np.asarray(transforms.current_mask(b.opt_state)["fc1"]["kernel"].value)
+    assert int((~kept).sum()) == IN * HIDDEN // 2
+    assert hinted._cache_size() == 2  # one compilation per value of prune_now
+    with pytest.raises(TypeError, match=r"prune_now must be a Python bool .*got None"):
+        sj_train.make_train_step(host_schedule=True, jit=False)(b, batch, None)
+    # vmapped seeds: prune_now is shared by all seeds
+    states = sj_train.create_train_states(make_net, tx, jax.random.split(jax.random.key(0), 2))
+    many = sj_train.make_train_step(vmap_seeds=True, host_schedule=True)
+    many_plain = sj_train.make_train_step(vmap_seeds=True)
+    s1 = s2 = states
+    for t in range(4):
+        s1, _ = many(s1, batch, prune_now=t in update_at)
+        s2, _ = many_plain(s2, batch)
+    chex.assert_trees_all_equal(transforms.current_mask(s1.opt_state),
+                                transforms.current_mask(s2.opt_state))
+
+
+def test_plain_arrays_state_trains_exactly_like_the_variable_state(data):
+    """plain_arrays=True: no nnx.Variable in the state, same paths and numbers, eval works."""
+    from sparsejax._tree import named_leaves
+
+    x, y = data[0][:8], data[1][:8]
+    a = net_state()
+    b = sj_train.create_train_state(make_net(jax.random.key(0)), ADAM, key=jax.random.key(7),
+                                    plain_arrays=True)
+    is_var = lambda v: isinstance(v, nnx.Variable)  # noqa: E731
+    for tree in (b.params, b.rest, b.opt_state):
+        assert not any(is_var(v) for v in jax.tree.leaves(tree, is_leaf=is_var))
+    assert [p for p, _ in named_leaves(a.params)] == [p for p, _ in named_leaves(b.params)] == [
+        "bn/bias", "bn/scale", "fc1/bias", "fc1/kernel", "fc2/bias", "fc2/kernel"]
+    for _ in range(3):
+        a, ma = STEP(a, (x, y))
+        b, mb = STEP(b, (x, y))
+        chex.assert_trees_all_equal(ma, mb)
+    unwrap = lambda t: sj_train._plain(plain(t))  # noqa: E731
+    chex.assert_trees_all_equal(unwrap(a.params), unwrap(b.params))
+    chex.assert_trees_all_equal(unwrap(a.rest), unwrap(b.rest))  # BatchNorm statistics moved
+    assert not any(is_var(v) for v in jax.tree.leaves(b.rest, is_leaf=is_var))
+    assert float(jnp.abs(b.rest["bn"]["mean"]).sum()) > 0
+    chex.assert_trees_all_equal(sj_train.evaluate(a, x, y, batch_size=4),
+                                sj_train.evaluate(b, x, y, batch_size=4))
+    many = sj_train.create_train_states(make_net, ADAM, jax.random.split(jax.random.key(0), 2),
+                                        plain_arrays=True)
+    assert many.params["fc1"]["kernel"].shape == (2, IN, HIDDEN)
+    assert not any(is_var(v) for v in jax.tree.leaves(many.rest, is_leaf=is_var))

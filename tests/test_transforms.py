@@ -439,6 +439,47 @@ def test_pruning_jitted_equals_eager():
     assert _pruned(current_mask(eager[1]), eager[0]) == {"dense0/kernel": 30, "out/kernel": 15}
 
 
+
+def test_pruning_with_the_schedule_on_the_host_equals_lax_cond():
+    """prune_now=t in update_steps: no cond traced, same masks and params as the cond path."""
+    update_at = set(schedules.update_steps(POLY, 18))
+    assert sorted(update_at) == [2, 5, 8, 11, 14]
+
+    def hinted(params, opt_state, batch, prune_now):
+        loss, grads = jax.value_and_grad(_mlp_loss)(params, batch)
+        updates, opt_state = TX_LAYER.update(grads, opt_state, params, prune_now=prune_now)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    step = jax.jit(hinted, static_argnames="prune_now")
+    params = _mlp_params(jax.random.key(0))
+    shapes = jax.eval_shape(TX_LAYER.init, params)
+    for prune_now, conds in ((False, 0), (True, 0)):
+        jaxpr = jax.make_jaxpr(hinted, static_argnums=3)(params, shapes, _batch(), prune_now)
+        assert [e.primitive.name for e in jaxpr.jaxpr.eqns].count("cond") == conds
+    # prune_now=False traces no scoring: a `cos` score appears only with True
+    cos_tx = pruning(optax.sgd(0.1), score=lambda p, g: jax.tree.map(jnp.cos, p), schedule=POLY)
+    cos_state = jax.eval_shape(cos_tx.init, params)
+    n_cos = {b: len(re.findall(r"= cos ", str(jax.make_jaxpr(
+        lambda p, s, b=b: cos_tx.update(p, s, p, prune_now=b))(params, cos_state))))
+        for b in (False, True)}
+    assert n_cos == {False: 0, True: 4}
+
+    reference = _run_mlp(TX_LAYER, 18)
+    state = jax.jit(TX_LAYER.init)(params)
+    for t in range(18):
+        params, state, loss = step(params, state, _batch(), prune_now=t in update_at)
+        ref_params, ref_state, ref_loss = reference[t]
+        chex.assert_trees_all_equal(current_mask(state), current_mask(ref_state))
+        chex.assert_trees_all_close(params, ref_params, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(float(loss), ref_loss, rtol=1e-6)
+    assert _pruned(current_mask(state), params) == {"dense0/kernel": 51, "out/kernel": 26}
+    # A wrong True hint (step 18 is no update step) leaves the mask alone.
+    _, state2, _ = step(params, state, _batch(), prune_now=True)
+    chex.assert_trees_all_equal(current_mask(state2), current_mask(state))
+    with pytest.raises(TypeError, match=r"prune_now must be None or a Python bool.*got 1 of"):
+        TX_LAYER.update(params, state, params, prune_now=1)
+
+
 @functools.cache
 def _vmapped_global_run():
     """TX_GLOBAL for 6 steps, vmapped over 4 seeds (init and update), unsharded."""

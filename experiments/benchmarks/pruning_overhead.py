@@ -20,7 +20,15 @@ one ``block_until_ready`` (what a training loop does), median of ``repeats``:
 * ``update``: a mask update on every step (``every=1``): the cost of one
   update step (scoring plus selection);
 * ``every100``: updates every 100 steps (Zhu & Gupta polynomial schedule),
-  over a window of a multiple of 100 steps: the average the issue asks for.
+  over a window of a multiple of 100 steps: the average the issue asks for;
+* ``*_host`` (``python`` loop only): the same three with the schedule on the
+  host, ``make_train_step(host_schedule=True)`` and
+  ``prune_now = t in update_steps(schedule, ...)``: no ``lax.cond`` in the
+  step (an ordinary step is a ``keep_sparse`` step, an update step selects
+  unconditionally);
+* ``dense_variables``: the dense step on a state of ``nnx.Variable`` objects
+  (``create_train_state(plain_arrays=False)``); every other variant uses
+  plain arrays (``--variables`` switches them all to ``nnx.Variable``).
 
 Models (``--models``):
 
@@ -42,6 +50,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import pathlib
 import statistics
@@ -140,10 +149,13 @@ class Runner:
     same steps inside one jitted ``lax.fori_loop`` (device time only, no dispatch).
     """
 
-    def __init__(self, make_model, tx, batches, step_kwargs, steps, loop):
-        self.step = sj_train.make_train_step(**step_kwargs)
+    def __init__(self, make_model, tx, batches, step_kwargs, steps, loop, *, plain=True,
+                 update_at=None):
+        # update_at: the host knows the update steps (a set of step numbers), no lax.cond
+        self.update_at = update_at
+        self.step = sj_train.make_train_step(**step_kwargs, host_schedule=update_at is not None)
         self.state = sj_train.create_train_state(
-            make_model(jax.random.key(0)), tx, key=jax.random.key(1)
+            make_model(jax.random.key(0)), tx, key=jax.random.key(1), plain_arrays=plain
         )
         self.batches, self.steps, self.loop = batches, steps, loop
         if loop == "device":
@@ -160,7 +172,12 @@ class Runner:
 
             self.many = jax.jit(many)
         t0 = time.perf_counter()
+        self.host_step = 0
         self.state = self._run(1) if loop == "python" else self.many(self.state)
+        self.host_step = 1 if loop == "python" else steps
+        if update_at is not None:  # compile the other value of prune_now too
+            jax.block_until_ready(self.step(self.state, batches[0], prune_now=True))
+            jax.block_until_ready(self.step(self.state, batches[0], prune_now=False))
         jax.block_until_ready(self.state)
         self.compile_s = time.perf_counter() - t0
         self.window()  # warm-up window (clocks, allocator), dropped
@@ -168,17 +185,29 @@ class Runner:
 
     def _run(self, steps):
         s = self.state
+        if self.update_at is None:
+            for i in range(steps):
+                s, _ = self.step(s, self.batches[i % len(self.batches)])
+            return s
+        start = self.host_step  # the state's step, counted on the host: no device read
         for i in range(steps):
-            s, _ = self.step(s, self.batches[i % len(self.batches)])
+            s, _ = self.step(s, self.batches[i % len(self.batches)],
+                             prune_now=start + i in self.update_at)
         return s
 
     def window(self) -> float:
         # Every window starts from the same state (step counter included), so the update
-        # steps of a schedule fall at the same places in every window.
-        t0 = time.perf_counter()
-        out = self._run(self.steps) if self.loop == "python" else self.many(self.state)
-        jax.block_until_ready(out)
-        return time.perf_counter() - t0
+        # steps of a schedule fall at the same places in every window. Python's garbage
+        # collector runs between windows, not inside them.
+        gc.collect()
+        gc.disable()
+        try:
+            t0 = time.perf_counter()
+            out = self._run(self.steps) if self.loop == "python" else self.many(self.state)
+            jax.block_until_ready(out)
+            return time.perf_counter() - t0
+        finally:
+            gc.enable()
 
 
 def main() -> None:
@@ -190,6 +219,14 @@ def main() -> None:
     parser.add_argument(
         "--loop", choices=["python", "device"], default="python",
         help="python: one dispatch per step; device: all steps in one jitted fori_loop",
+    )
+    parser.add_argument(
+        "--variables", action="store_true",
+        help="states of nnx.Variable objects instead of plain arrays (create_train_state)",
+    )
+    parser.add_argument(
+        "--variants", nargs="+", default=None,
+        help="only these variants (default: all; *_host ones need --loop python)",
     )
     parser.add_argument("--resnet-batch", type=int, default=128)
     parser.add_argument("--mlp-batch", type=int, default=1024)
@@ -206,32 +243,46 @@ def main() -> None:
         descriptions[name] = description
         # update steps at multiples of 100 counted from the state's step 1 (after the
         # compile step): begin=1 puts updates at 1, 101, 201, ... inside the window.
-        params = nnx.split(make_model(jax.random.key(0)), nnx.Param, ...)[1]
+        plain = not args.variables
+        # the mask mirrors the state's params (plain arrays or nnx.Variable objects)
+        params = sj_train.create_train_state(
+            make_model(jax.random.key(0)), optax.identity(), key=0, plain_arrays=plain).params
         n_params = sum(x.size for x in jax.tree.leaves(params))
         fixed = sj.prune(sj.scores.magnitude(params), 0.5, prunable=kernels)
-        variants: list[tuple[str, str, Any]] = [
-            ("dense", "-", tx),
-            ("dense_again", "-", tx),
-            ("keep_sparse", "-", sj.keep_sparse(tx, fixed)),
+        # (name, scope, tx, state of plain arrays?, host update steps or None)
+        variants: list[tuple[str, str, Any, bool, Any]] = [
+            ("dense", "-", tx, plain, None),
+            ("dense_again", "-", tx, plain, None),
+            ("dense_variables", "-", tx, False, None),
+            ("keep_sparse", "-", sj.keep_sparse(tx, fixed), plain, None),
         ]
+        horizon = 2 + args.steps  # compile step + timed window
         for scope in args.scopes:
-            variants += [
-                ("ordinary", scope, pruned_tx(tx, sj.schedules.polynomial(
-                    0.0, 0.9, begin=FAR, end=FAR + 100, every=100), scope)),
-                ("update", scope, pruned_tx(tx, sj.schedules.polynomial(
-                    0.0, 0.9, begin=0, end=100 * args.steps, every=1), scope)),
-                ("every100", scope, pruned_tx(tx, sj.schedules.polynomial(
-                    0.0, 0.9, begin=1, end=1 + 100 * args.steps, every=100), scope)),
-            ]
+            schedules = {
+                "ordinary": sj.schedules.polynomial(0.0, 0.9, begin=FAR, end=FAR + 100, every=100),
+                "update": sj.schedules.polynomial(0.0, 0.9, begin=0, end=100 * args.steps, every=1),
+                "every100": sj.schedules.polynomial(
+                    0.0, 0.9, begin=1, end=1 + 100 * args.steps, every=100),
+            }
+            for label, sched in schedules.items():
+                variants.append((label, scope, pruned_tx(tx, sched, scope), plain, None))
+            if args.loop == "python":
+                for label, sched in schedules.items():
+                    update_at = set(sj.schedules.update_steps(sched, horizon).tolist())
+                    variants.append(
+                        (f"{label}_host", scope, pruned_tx(tx, sched, scope), plain, update_at))
+        if args.variants:
+            variants = [v for v in variants if v[0] in args.variants or v[0] == "dense"]
         runners = [
-            Runner(make_model, t, batches, step_kwargs, args.steps, args.loop)
-            for _, _, t in variants
+            Runner(make_model, t, batches, step_kwargs, args.steps, args.loop, plain=p,
+                   update_at=u)
+            for _, _, t, p, u in variants
         ]
         for _ in range(args.repeats):  # round-robin: drifts hit every variant alike
             for runner in runners:
                 runner.times.append(runner.window())
         dense_median = None
-        for (variant, scope, _), runner in zip(variants, runners, strict=True):
+        for (variant, scope, _, plain_state, _), runner in zip(variants, runners, strict=True):
             compile_s, times = runner.compile_s, runner.times
             median = statistics.median(times)
             per_step = median / args.steps
@@ -244,6 +295,7 @@ def main() -> None:
                 "scope": scope,
                 "steps": args.steps,
                 "loop": args.loop,
+                "state": "plain arrays" if plain_state else "nnx.Variable",
                 "compile_s": compile_s,
                 "times_s": times,
                 "step_ms": per_step * 1e3,
@@ -251,7 +303,7 @@ def main() -> None:
             }
             rows.append(row)
             print(
-                f"{name:9s} {variant:12s} {scope:6s} {per_step * 1e3:9.3f} ms/step "
+                f"{name:9s} {variant:16s} {scope:6s} {per_step * 1e3:9.3f} ms/step "
                 f"x{row['ratio_vs_dense']:.3f} (compile {compile_s:.1f} s)",
                 flush=True,
             )
@@ -264,6 +316,7 @@ def main() -> None:
             ("params", "{params:,}"),
             ("variant", "{variant}"),
             ("scope", "{scope}"),
+            ("state", "{state}"),
             ("ms/step", "{step_ms:.3f}"),
             ("vs dense", "{ratio_vs_dense:.3f}x"),
         ],
@@ -275,7 +328,10 @@ def main() -> None:
         f"{args.repeats} windows of {args.steps} steps per variant, variants timed round-robin "
         "(`python` loop: steps dispatched back to back, one sync per window; `device` loop: "
         "the window is one jitted `fori_loop`). `ordinary` = no mask update in the window, `update` = an update every "
-        "step, `every100` = Zhu & Gupta schedule updating every 100 steps (the average).\n\n"
+        "step, `every100` = Zhu & Gupta schedule updating every 100 steps (the average); "
+        "`*_host` = the same with the schedule on the host (`make_train_step(host_schedule=True)`"
+        ", no `lax.cond`); `dense_variables` = the dense step on a state of `nnx.Variable` "
+        "objects instead of plain arrays.\n\n"
         + "\n".join(f"- {m}: {d}" for m, d in descriptions.items())
         + "\n"
     )
