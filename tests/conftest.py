@@ -20,6 +20,8 @@ from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=50, deadline=None)
+# the dependency-floor job (.ci/floor) re-runs the core tests: fewer examples there
+settings.register_profile("floor", max_examples=8, deadline=None, derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"

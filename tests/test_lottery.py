@@ -373,3 +373,29 @@ def test_lottery_experiment_smoke(tmp_path):
     assert {r["variant"] for r in rows} >= {"dense", "ticket", "random_mask"}
     for name in ("results.json", "results.md", "accuracy.png", "early_stop.png"):
         assert (tmp_path / name).exists()
+
+
+@pytest.mark.smoke
+def test_lottery_experiment_smoke_lenet_on_real_mnist(tmp_path, mnist_dir):
+    """Reproduction 2 at smoke size: LeNet-300-100, 20 % per round (output 10 %), reinit."""
+    module = load_experiment()
+    results = module.main(["--smoke", "true", "--task", "lenet", "--data-dir", str(mnist_dir),
+                           "--out", str(tmp_path), "--progress", "false"])
+    rows = results["rows"]
+    assert {r["variant"] for r in rows} == {"dense", "ticket", "reinit"}
+    tickets = [r for r in rows if r["variant"] == "ticket"]
+    # hidden layers keep 0.8^r, the output layer 0.9^r: 80.0 % then 64.1 % of all weights
+    assert [round(100 * r["weights_remaining"], 1) for r in tickets] == [80.0, 64.1]
+
+
+@pytest.mark.smoke
+def test_lottery_experiment_smoke_cnn_late_rewinding(tmp_path):
+    """Reproduction 3 at smoke size: the MNIST-1D CNN rewound to step 20, one-shot control."""
+    module = load_experiment()
+    results = module.main(["--smoke", "true", "--task", "mnist1d_cnn", "--reset", "rewind",
+                           "--rewind-step", "20", "--out", str(tmp_path), "--progress", "false"])
+    rows = results["rows"]
+    assert {r["variant"] for r in rows} == {"dense", "ticket", "one_shot"}
+    tickets = [r for r in rows if r["variant"] == "ticket"]
+    assert [round(100 * r["weights_remaining"], 1) for r in tickets] == [82.4, 68.2]
+    assert results["config"]["reset"] == "rewind" and results["config"]["rewind_step"] == 20
