@@ -466,6 +466,12 @@ def _prune_core(scores, masks, counts_hi, counts_lo, fractions, use_fraction, *,
     for lp, score, m in zip(plan.leaves, scores, masks):
         g = structure.reduce(score, plan.reduction) if lp.reduce else score
         g = jnp.asarray(g, jnp.float32)
+        if lp.reduce:
+            # Materialise the group scores once. Every radix pass and the final comparison
+            # must see the same floats; XLA:GPU otherwise may fuse a copy of the reduction
+            # into several consumers, whose sums can round differently (seen on an H100 for
+            # a (5, 1, 25) kernel: a wrong count).
+            g = lax.optimization_barrier(g)
         already = None
         if m is not None:
             full = jnp.broadcast_to(_left_pad(m, len(lp.param_shape)), lp.param_shape)

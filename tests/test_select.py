@@ -566,3 +566,22 @@ def test_structure_errors_name_the_path():
         prune({"v": jnp.ones(5)}, 0.5, structure=InputChannels(), prunable="v")
     with pytest.raises(ValueError, match=r"sparsity for 'w' is 0.6, above 1 - n/m = 0.5"):
         prune({"w": jnp.ones((8, 8))}, 0.6, structure=NM(2, 4))
+
+
+def test_group_scores_are_reduced_once_behind_a_barrier():
+    """Every radix pass compares the same group floats: the reduction is materialised once.
+
+    On an H100, XLA fused two copies of the L1 reduction of a (5, 1, 25) kernel into
+    different consumers; their sums can round differently and the count came out wrong.
+    """
+    params = {"conv1": {"kernel": jnp.ones((5, 1, 25)), "bias": jnp.zeros(25)}}
+    jaxpr = str(jax.make_jaxpr(lambda p, s: prune(
+        p, s, prunable=["^conv1/kernel$"], structure=Neurons(), reduction="l1"))(
+        params, jnp.float32(0.24)))
+    assert re.search(r"f32\[1,1,25\] = optimization_barrier", jaxpr)
+    # group-shaped scores need no reduction, and get no barrier
+    grouped = {"conv1": {"kernel": jnp.ones((1, 1, 25)), "bias": jnp.zeros(25)}}
+    jaxpr = str(jax.make_jaxpr(lambda g, s: prune(
+        g, s, params=params, prunable=["^conv1/kernel$"], structure=Neurons()))(
+        grouped, jnp.float32(0.24)))
+    assert not re.search(r"f32\[[\d,]*\] = optimization_barrier", jaxpr)
