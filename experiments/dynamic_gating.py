@@ -92,6 +92,7 @@ class Config:
     finetune_lr: float | None = None
     min_density: float = 0.2
     sandwich: bool = True
+    fixed: bool = True
     fbs_l1: float = 1e-3
     l0_penalty: float = 1e-2
     adaptive_densities: tuple[float, ...] = (0.25, 0.5, 1.0)
@@ -238,18 +239,33 @@ def main(argv: list[str] | None = None) -> dict:
             model = gst.model()
             eval_ds = sorted({*cfg.densities, *cfg.adaptive_densities, 1.0})
             preds = {d: dynamic.gated_predictions(model, x_te, d) for d in eval_ds}
-            for d in eval_ds:
-                p = preds[d]
+
+            def gated_row(name, d, p, seed=seed):
                 acc = float(np.mean(np.argmax(p.logits, -1) == y_te))
                 macs = float(np.mean(p.flops))
-                row = {"method": gate, "density": d, "seed": seed, "accuracy": acc,
+                row = {"method": name, "density": d, "seed": seed, "accuracy": acc,
                        "accuracy_before_ft": float("nan"), "macs": macs,
                        "relative_macs": macs / dense_macs}
                 for n, c in zip(layers, costs, strict=False):
                     row[f"active_{n}"] = float(np.mean(p.counts[n])) / c.out_channels
                 rows.append(row)
-                print(f"  {gate} d={d}: {acc:.4f}, {macs / dense_macs:.1%} MACs, active "
+                print(f"  {name} d={d}: {acc:.4f}, {macs / dense_macs:.1%} MACs, active "
                       + ", ".join(f"{n} {row[f'active_{n}']:.2f}" for n in layers))
+
+            for d in eval_ds:
+                gated_row(gate, d, preds[d])
+            # One gated model per density, trained at that density only (as Gao et al. 2019
+            # train FBS), with the same step budget as each static model.
+            for d in cfg.densities if cfg.fixed else ():
+                fixed = make_gated(k_gates, gate)
+                dynamic.load_dense_params(fixed, dense_params)
+                fst = create_train_state(fixed, optax.adam(cfg.finetune_lr), key=k_train)
+                fstep = dynamic.make_gated_train_step(min_density=d, max_density=d,
+                                                      penalty=lam, sandwich=False)
+                fst, _ = train(fst, x_tr, y_tr, batch_size=cfg.batch_size, seed=seed,
+                               steps=cfg.finetune_steps, train_step=fstep,
+                               progress=cfg.progress)
+                gated_row(f"{gate}_fixed", d, dynamic.gated_predictions(fst.model(), x_te, d))
             if gate == "fbs":
                 ladder = sorted(cfg.adaptive_densities)
                 lg = jnp.stack([preds[d].logits for d in ladder])
@@ -284,8 +300,9 @@ def main(argv: list[str] | None = None) -> dict:
         [("threshold", "{threshold:g}"), ("rel. MACs (cascade)", "{relative_macs_mean:.1%}"),
          ("test accuracy", "{accuracy_mean:.2%} ± {accuracy_std:.2%}")],
     ) if agg_ad else ""
+    methods = ("static_l1", *cfg.gates, *(f"{g}_fixed" for g in cfg.gates if cfg.fixed))
     curves = {m: [(a["relative_macs_mean"], a["accuracy_mean"]) for a in agg
-                  if a["method"] == m] for m in ("static_l1", *cfg.gates)}
+                  if a["method"] == m] for m in methods}
     if agg_ad:
         curves["fbs_adaptive"] = [(a["relative_macs_mean"], a["accuracy_mean"]) for a in agg_ad]
     verdict = []
@@ -316,7 +333,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"{cfg.seeds} seed(s), mean ± std; dense {cfg.dense_steps} steps, then "
         f"{cfg.finetune_steps} steps for every static density and for each gated model "
         f"(one gated model serves all densities; trained with d ~ U({cfg.min_density}, 1) "
-        f"per example{', sandwich rule' if cfg.sandwich else ''}; FBS λ={cfg.fbs_l1}, L0 λ={cfg.l0_penalty}); batch {cfg.batch_size}. "
+        f"per example{', sandwich rule' if cfg.sandwich else ''}"
+        f"{'; *_fixed: one gated model per density, trained at that density only' if cfg.fixed else ''}"
+        f"; FBS λ={cfg.fbs_l1}, L0 λ={cfg.l0_penalty}); batch {cfg.batch_size}. "
         f"MACs per example include the gate predictors. Wall time {elapsed:.0f} s on "
         f"{env['device']} (jax {env['jax']}).\n"
         f"Command: `python experiments/{env['command']}`\n\n"
@@ -326,7 +345,7 @@ def main(argv: list[str] | None = None) -> dict:
             + table_ad + "\n\n## Equal-compute comparison (linear interpolation on the gated "
             "curve)\n\n" + "\n".join(verdict) + "\n")
     (out / "results.md").write_text(body)
-    plot(out / "tradeoff.png", agg, agg_ad, ("static_l1", *cfg.gates), float(dense_acc.mean()),
+    plot(out / "tradeoff.png", agg, agg_ad, methods, float(dense_acc.mean()),
          f"{model_name} on {data.name}: accuracy vs effective MACs")
     results = {"dataset": data.name, "model": model_name, "dense_macs": dense_macs,
                "dense": dense_rows, "rows": rows, "adaptive": adaptive_rows,

@@ -18,9 +18,25 @@ the test split is only used for the reported numbers, never for a choice:
    within 1 pp of the dense model's validation accuracy (target: ≥ 50 % of the
    hidden neurons removed with ≤ 1 pp test-accuracy loss).
 
+Two structured studies (off by default; ``--ssl true`` / ``--structured-vd true``):
+
+4. **Structured sparsity learning on LeNet-5** (Wen et al. 2016, in the layout of their
+   Table 1): proximal group lasso on the filters (``Neurons``, with bias) of ``conv1``,
+   ``conv2`` and ``fc1`` and on the input channels (``InputChannels``) of ``conv2``,
+   λ sweep; a ``conv1`` filter is removed when its filter *or* the matching ``conv2``
+   input channel is exactly zero. The model is then physically shrunk
+   (:func:`sparsejax.structured.shrink`, logits checked against the trained model) and
+   the table gives filters / channels kept per layer, each layer's FLOPs relative to the
+   dense LeNet-5 and the test error.
+5. **Structured sparse VD** (one log α per unit, ``VDLeNet300100(structured=True)`` /
+   ``VDLeNet5(structured=True)``): units with log α ≥ 3 removed, the converted model
+   shrunk (logits checked), units kept per layer, parameters and FLOPs vs dense.
+
 Usage::
 
     python experiments/sparsity_learning.py --out experiments/results/sparsity_learning
+    python experiments/sparsity_learning.py --vd false --group-lasso false --ssl true \
+        --structured-vd true --out experiments/results/sparsity_learning/structured
     python experiments/sparsity_learning.py --smoke true --out /tmp/sl
 """
 
@@ -33,10 +49,12 @@ import time
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 from flax import nnx
 
 from sparsejax import apply_mask
+from sparsejax._tree import named_leaves
 from sparsejax.data import load_dataset
 from sparsejax.experiment import (
     config_to_dict,
@@ -46,10 +64,11 @@ from sparsejax.experiment import (
     tradeoff_curve,
     write_json,
 )
-from sparsejax.metrics import compression_ratio
+from sparsejax.metrics import compression_ratio, flops, num_params
 from sparsejax.models import create_model
-from sparsejax.regularizers import group_stats, groups_to_mask, proximal_group_lasso
-from sparsejax.structures import Neurons
+from sparsejax.regularizers import group_norms, group_stats, groups_to_mask, proximal_group_lasso
+from sparsejax.structured import shrink
+from sparsejax.structures import InputChannels, Neurons
 from sparsejax.train import create_train_state, evaluate, train
 from sparsejax.variational import (
     VDLeNet5,
@@ -83,6 +102,14 @@ class Config:
     gl_datasets: tuple[str, ...] = ("digits", "mnist10k")
     gl_lambdas: tuple[float, ...] = (0.03, 0.1, 0.2, 0.3, 0.5)
     gl_steps: int = 3000
+    ssl: bool = False
+    ssl_lambdas: tuple[float, ...] = (0.03, 0.05, 0.07, 0.1, 0.15, 0.2)
+    ssl_steps: int = 3000
+    ssl_finetune_steps: int = 1000
+    structured_vd: bool = False
+    svd_models: tuple[str, ...] = ("lenet300100", "lenet5")
+    svd_steps: int = 12000
+    svd_noise_lr: float = 1e-2
     smoke: bool = False
     progress: bool = False
 
@@ -163,6 +190,13 @@ def _vd(cfg: Config, data, name: str, steps: int, dense: dict, split) -> dict[st
     }
 
 
+def _accuracies(state, data, x_val, y_val, dense: dict) -> dict[str, float]:
+    return {"val_accuracy": evaluate(state, x_val, y_val)["accuracy"],
+            "test_accuracy": evaluate(state, data.x_test, data.y_test)["accuracy"],
+            "dense_val_accuracy": dense["val_accuracy"],
+            "dense_test_accuracy": dense["test_accuracy"]}
+
+
 def _group_lasso(cfg: Config, data, lam: float, steps: int, dense: dict, split) -> dict[str, Any]:
     x_tr, y_tr, x_val, y_val = split
     model = create_model("lenet300100", rngs=nnx.Rngs(cfg.seed), input_shape=data.input_shape,
@@ -177,12 +211,11 @@ def _group_lasso(cfg: Config, data, lam: float, steps: int, dense: dict, split) 
     removed = sum(s.removed for s in stats)
     groups = sum(s.groups for s in stats)
     mask = groups_to_mask(state.params, prunable=HIDDEN)
-    test = evaluate(state, data.x_test, data.y_test)["accuracy"]
+    acc = _accuracies(state, data, x_val, y_val, dense)
+    test = acc["test_accuracy"]
     return {
         "experiment": "group_lasso", "dataset": data.name, "model": "lenet300100", "lam": lam,
-        "steps": steps, "seconds": seconds,
-        "val_accuracy": evaluate(state, x_val, y_val)["accuracy"], "test_accuracy": test,
-        "dense_val_accuracy": dense["val_accuracy"], "dense_test_accuracy": dense["test_accuracy"],
+        "steps": steps, "seconds": seconds, **acc,
         "accuracy_loss_pp": 100 * (dense["test_accuracy"] - test),
         "neurons_removed": removed, "neurons": groups, "removed_fraction": removed / groups,
         "per_layer_removed": {s.path: f"{s.removed}/{s.groups}" for s in stats},
@@ -190,12 +223,154 @@ def _group_lasso(cfg: Config, data, lam: float, steps: int, dense: dict, split) 
     }
 
 
+SSL_FILTERS = r"^(conv1|conv2|fc1)/kernel$"
+SSL_CHANNELS = r"^conv2/kernel$"
+UNITS = {"lenet5": ("conv1", "conv2", "fc1"), "lenet300100": ("layers/0", "layers/1")}
+
+
+def _forward(model: nnx.Module):
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return lambda p, x: nnx.merge(graphdef, p, rest)(x), params
+
+
+def _layer_flops(model: nnx.Module, input_shape) -> dict[str, int]:
+    """Dense MACs of one example per kernel path (``sparsejax.metrics.flops``)."""
+    f, params = _forward(model)
+    x = jax.ShapeDtypeStruct((1, *input_shape), jax.numpy.float32)
+    return {r.path: r.flops for r in flops(f, params, x).rows}
+
+
+def _shrunk_report(dense_model, model, small, x_check, names) -> dict[str, Any]:
+    """Units kept per layer, parameters, FLOPs, and the shrunk-vs-model logits check."""
+    f, p = _forward(model)
+    fs, ps = _forward(small)
+    ref, got = f(p, x_check), fs(ps, x_check)
+    shape = tuple(x_check.shape[1:])
+    full, small_flops = _layer_flops(dense_model, shape), _layer_flops(small, shape)
+    kernels = {"/".join(map(str, k)): v for k, v in nnx.iter_graph(small)}
+    return {
+        "units_kept": {n: int(kernels[n].kernel.shape[-1]) for n in names},
+        "channels_in": {n: int(kernels[n].kernel.shape[-2]) for n in names},
+        "params": num_params(nnx.state(small, nnx.Param)),
+        "dense_params": num_params(nnx.state(dense_model, nnx.Param)),
+        "layer_flops_fraction": {k.removesuffix("/kernel"): small_flops[k] / v
+                                 for k, v in full.items() if k in small_flops},
+        "flops_fraction": sum(small_flops.values()) / sum(full.values()),
+        "max_rel_logit_diff": float(jax.numpy.max(jax.numpy.abs(ref - got))
+                                    / jax.numpy.max(jax.numpy.abs(ref))),
+    }
+
+
+def _ssl_lenet5(cfg: Config, data, lam: float, steps: int, dense: dict, split) -> dict[str, Any]:
+    """Wen et al. (2016) filter- and channel-wise group lasso on LeNet-5, then shrink."""
+    x_tr, y_tr, x_val, y_val = split
+    kw = _model_kwargs("lenet5", data)
+    model = create_model("lenet5", rngs=nnx.Rngs(cfg.seed), input_shape=data.input_shape,
+                         num_classes=data.num_classes, **kw)
+    tx = optax.chain(
+        optax.adam(cfg.lr),
+        proximal_group_lasso(cfg.lr, lam, structure=Neurons(), prunable=SSL_FILTERS),
+        proximal_group_lasso(cfg.lr, lam, structure=InputChannels(), prunable=SSL_CHANNELS,
+                             include_bias=False),
+    )
+    state = create_train_state(model, tx, key=cfg.seed)
+    t0 = time.perf_counter()
+    state, _ = train(state, x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed, steps=steps,
+                     progress=cfg.progress)
+    seconds = time.perf_counter() - t0
+    trained = state.model()
+    filt = dict(named_leaves(group_norms(state.params, structure=Neurons(),
+                                         prunable=SSL_FILTERS)))
+    chan = dict(named_leaves(group_norms(state.params, structure=InputChannels(),
+                                         prunable=SSL_CHANNELS, include_bias=False)))
+    alive = {n: np.asarray(filt[f"{n}/kernel"]).reshape(-1) > 0 for n in UNITS["lenet5"]}
+    chan2 = np.asarray(chan["conv2/kernel"]).reshape(-1) > 0
+    filters_alive = {n: int(a.sum()) for n, a in alive.items()}
+    alive["conv1"] = alive["conv1"] & chan2  # a filter nobody reads is removed too
+    keep = {f"{n}/kernel": np.flatnonzero(a).tolist() or [0] for n, a in alive.items()}
+    small = shrink(trained, keep)
+    report = _shrunk_report(model, trained, small, data.x_test[:256], UNITS["lenet5"])
+    acc = _accuracies(state, data, x_val, y_val, dense)
+    test = acc["test_accuracy"]
+    # The shrunk model is an ordinary (smaller) LeNet-5: fine-tune it without the penalty.
+    ft = create_train_state(small, optax.adam(cfg.lr), key=cfg.seed)
+    ft, _ = train(ft, x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed + 1,
+                  steps=cfg.ssl_finetune_steps, progress=cfg.progress)
+    ft_test = evaluate(ft, data.x_test, data.y_test)["accuracy"]
+    return {
+        "experiment": "ssl_lenet5", "dataset": data.name, "model": "lenet5", "lam": lam,
+        "steps": steps, "seconds": seconds, **acc,
+        "error_pp": 100 * (1 - test), "dense_error_pp": 100 * (1 - dense["test_accuracy"]),
+        "finetune_steps": cfg.ssl_finetune_steps,
+        "finetuned_val_accuracy": evaluate(ft, x_val, y_val)["accuracy"],
+        "finetuned_error_pp": 100 * (1 - ft_test),
+        "filters_nonzero": filters_alive, "conv2_channels_nonzero": int(chan2.sum()),
+        **report,
+    }
+
+
+def _structured_vd(cfg: Config, data, name: str, steps: int, dense: dict, split) -> dict[str, Any]:
+    """Structured sparse VD (one log α per unit), converted and shrunk."""
+    x_tr, y_tr, x_val, y_val = split
+    rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1)
+    kw = _model_kwargs(name, data)
+    if name == "lenet300100":
+        vd_model = VDLeNet300100(math.prod(data.input_shape), data.num_classes, rngs=rngs,
+                                 structured=True)
+    else:
+        vd_model = VDLeNet5(data.input_shape, data.num_classes, rngs=rngs, structured=True, **kw)
+    _init_from(vd_model, dense["state"].model())
+    # The unit noise (log σ², scale) moves at its own, larger learning rate: at 1e-3 per
+    # Adam step, log σ² = -10 needs > 10^4 steps to reach the pruning threshold.
+    labels = lambda params: jax.tree_util.tree_map_with_path(  # noqa: E731
+        lambda path, _: "noise" if any(getattr(k, "key", None) in ("log_sigma2", "scale")
+                                       for k in path) else "weights", params)
+    tx = optax.multi_transform({"weights": optax.adam(cfg.lr),
+                                "noise": optax.adam(cfg.svd_noise_lr)}, labels)
+    state = create_train_state(vd_model, tx, key=cfg.seed)
+    step = make_vd_train_step(x_tr.shape[0], kl_warmup(min(cfg.vd_warmup, steps)))
+    t0 = time.perf_counter()
+    state, _ = train(state, x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed, steps=steps,
+                     train_step=step, progress=cfg.progress)
+    seconds = time.perf_counter() - t0
+    plain = create_model(name, rngs=nnx.Rngs(0), input_shape=data.input_shape,
+                         num_classes=data.num_classes, **kw)
+    params, mask = to_plain(state.model(), plain)
+    nnx.update(plain, apply_mask(params, mask))
+    small = shrink(plain, mask, strict=False)
+    report = _shrunk_report(dense["state"].model(), plain, small, data.x_test[:256], UNITS[name])
+    small_state = create_train_state(small, optax.adam(cfg.lr), key=0)
+    test = evaluate(small_state, data.x_test, data.y_test)["accuracy"]
+    return {
+        "experiment": "structured_vd", "dataset": data.name, "model": name, "steps": steps,
+        "seconds": seconds, "val_accuracy": evaluate(small_state, x_val, y_val)["accuracy"],
+        "test_accuracy": test, "vd_eval_test_accuracy":
+            evaluate(state, data.x_test, data.y_test)["accuracy"],
+        "dense_test_accuracy": dense["test_accuracy"],
+        "error_increase_pp": 100 * (dense["test_accuracy"] - test),
+        "compression": report["dense_params"] / report["params"], **report,
+    }
+
+
+def _select_lambda(rows: list[dict], key: str) -> None:
+    """Mark the largest λ whose ``key`` (a validation accuracy) is within 1 pp of dense."""
+    ok = [r for r in rows if r[key] >= r["dense_val_accuracy"] - 0.01]
+    for r in rows:
+        r["selected"] = bool(ok) and r is max(ok, key=lambda q: q["lam"])
+
+
+def _units(row: dict) -> str:
+    return " / ".join(f"{row['units_kept'][n]}" for n in row["units_kept"])
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     cfg = parse_config(Config, argv)
     if cfg.smoke:
         cfg = dataclasses.replace(cfg, dense_steps=20, vd_steps=20, vd_steps_lenet5=10,
                                   vd_warmup=10, gl_steps=20, gl_lambdas=cfg.gl_lambdas[:2],
-                                  gl_datasets=("digits",), vd_models=("lenet300100",))
+                                  gl_datasets=("digits",), vd_models=("lenet300100",),
+                                  ssl_steps=20, ssl_lambdas=cfg.ssl_lambdas[-1:],
+                                  ssl_finetune_steps=10, svd_steps=20)
     out = prepare_output_dir(cfg.out, config_to_dict(cfg))
     device = jax.devices()[0].device_kind
     datasets = {}
@@ -210,7 +385,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     vd_dataset = "digits" if cfg.smoke else "mnist10k"
     gl_datasets = cfg.gl_datasets if cfg.group_lasso else ()
     vd_models = cfg.vd_models if cfg.vd else ()
-    pairs = [(vd_dataset, m) for m in vd_models] + [(d, "lenet300100") for d in gl_datasets]
+    ssl_models = ("lenet5",) if cfg.ssl else ()
+    svd_models = cfg.svd_models if cfg.structured_vd else ()
+    pairs = ([(vd_dataset, m) for m in (*vd_models, *ssl_models, *svd_models)]
+             + [(d, "lenet300100") for d in gl_datasets])
     for ds, model in dict.fromkeys(pairs):
         data = get(ds)
         dense[(ds, model)] = _dense(cfg, data, model, cfg.dense_steps, _split(data, cfg.val_fraction))
@@ -233,11 +411,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data = get(ds)
         rows = [_group_lasso(cfg, data, lam, cfg.gl_steps, dense[(ds, "lenet300100")],
                              _split(data, cfg.val_fraction)) for lam in cfg.gl_lambdas]
-        ok = [r for r in rows if r["val_accuracy"] >= r["dense_val_accuracy"] - 0.01]
-        if ok:
-            max(ok, key=lambda r: r["lam"])["selected"] = True
+        _select_lambda(rows, "val_accuracy")
         for r in rows:
-            r.setdefault("selected", False)
             print(f"group lasso {ds} λ={r['lam']:g}: test {r['test_accuracy']:.4f}, hidden "
                   f"neurons removed {r['removed_fraction']:.1%} ({r['seconds']:.0f} s)"
                   + ("  <- selected on validation" if r["selected"] else ""), flush=True)
@@ -245,6 +420,23 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         curves[f"group lasso, {ds}"] = ([r["removed_fraction"] for r in rows],
                                         [r["test_accuracy"] for r in rows],
                                         [0.0 for _ in rows])
+    ssl_rows, svd_rows = [], []
+    if cfg.ssl:
+        data = get(vd_dataset)
+        ssl_rows = [_ssl_lenet5(cfg, data, lam, cfg.ssl_steps, dense[(vd_dataset, "lenet5")],
+                                _split(data, cfg.val_fraction)) for lam in cfg.ssl_lambdas]
+        _select_lambda(ssl_rows, "finetuned_val_accuracy")
+        for r in ssl_rows:
+            print(f"SSL LeNet-5 λ={r['lam']:g}: error {r['error_pp']:.2f}% "
+                  f"(fine-tuned {r['finetuned_error_pp']:.2f}%), units {_units(r)}, "
+                  f"FLOPs {r['flops_fraction']:.1%} ({r['seconds']:.0f} s)", flush=True)
+    for model in svd_models:
+        data = get(vd_dataset)
+        row = _structured_vd(cfg, data, model, cfg.svd_steps, dense[(vd_dataset, model)],
+                             _split(data, cfg.val_fraction))
+        svd_rows.append(row)
+        print(f"structured VD {model}: test {row['test_accuracy']:.4f}, units {_units(row)}, "
+              f"params {row['compression']:.1f}x smaller ({row['seconds']:.0f} s)", flush=True)
     if curves:
         tradeoff_curve(out / "group_lasso_tradeoff.png", curves,
                        xlabel="fraction of hidden neurons removed", ylabel="test accuracy",
@@ -277,10 +469,42 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                    ("per layer", "{per_layer_removed}"),
                                    ("compression", "{compression:.1f}x"),
                                    ("selected (val)", "{selected}")])] if gl_rows else []),
-          "\n![tradeoff](group_lasso_tradeoff.png)\n" if curves else ""]
+          "\n![tradeoff](group_lasso_tradeoff.png)\n" if curves else "",
+          *(["\n## Structured sparsity learning, LeNet-5 (Wen et al. 2016, Table 1 layout)\n\n"
+             "Proximal group lasso on filters (conv1, conv2, fc1; with bias) and on conv2's input "
+             "channels; the model is shrunk. *kept*: filters (output units) / input channels "
+             "of each layer after shrinking; FLOPs: each layer's MACs relative to the dense "
+             f"LeNet-5. FT: the shrunk model fine-tuned {cfg.ssl_finetune_steps} steps (Adam, no "
+             "penalty); *selected*: the largest λ whose fine-tuned validation accuracy is "
+             "within 1 pp of the dense model's.\n",
+             markdown_table(ssl_rows, [
+                 ("λ", "{lam:g}"), ("conv1 kept", "{units_kept[conv1]}/20 · "
+                                                  "{channels_in[conv1]}"),
+                 ("conv2 kept", "{units_kept[conv2]}/50 · {channels_in[conv2]}/20"),
+                 ("fc1 kept", "{units_kept[fc1]}/500"),
+                 ("FLOPs conv1 / conv2 / fc1", "{layer_flops_fraction[conv1]:.1%} / "
+                  "{layer_flops_fraction[conv2]:.1%} / {layer_flops_fraction[fc1]:.1%}"),
+                 ("FLOPs total", "{flops_fraction:.1%}"), ("params", "{params:,}"),
+                 ("test error", "{error_pp:.2f}%"),
+                 ("val acc / test error after FT", "{finetuned_val_accuracy:.2%} / "
+                                                   "{finetuned_error_pp:.2f}%"),
+                 ("dense error", "{dense_error_pp:.2f}%"), ("selected (val)", "{selected}"),
+                 ("shrunk vs trained logits", "{max_rel_logit_diff:.1e}")])]
+            if ssl_rows else []),
+          *(["\n## Structured sparse VD (one log α per unit, log α ≥ 3 removed), shrunk\n\n"
+             f"θ from the dense model; Adam {cfg.lr:g} on the weights, {cfg.svd_noise_lr:g} on "
+             "the unit noise (log σ², scale); the output layer keeps per-weight VD.\n",
+             markdown_table(svd_rows, [
+                 ("model", "{model}"), ("steps", "{steps}"), ("units kept", "{units_kept}"),
+                 ("params", "{params:,} / {dense_params:,}"), ("smaller", "{compression:.1f}x"),
+                 ("FLOPs", "{flops_fraction:.1%}"), ("test acc", "{test_accuracy:.2%}"),
+                 ("dense test acc", "{dense_test_accuracy:.2%}"),
+                 ("error +pp", "{error_increase_pp:+.2f}"),
+                 ("shrunk vs VD-eval logits", "{max_rel_logit_diff:.1e}")])]
+            if svd_rows else [])]
     (out / "results.md").write_text("\n".join(md))
     results = {"dense": dense_rows, "sparse_vd": vd_rows, "group_lasso": gl_rows,
-               "device": device}
+               "ssl_lenet5": ssl_rows, "structured_vd": svd_rows, "device": device}
     write_json(out / "results.json", results)
     print("\n".join(md))
     return results

@@ -17,6 +17,9 @@ l1_layer / _global  lowest L1 filter norm, ``s`` of every layer /   Li et al. 20
 taylor_layer / ...  lowest group Taylor ``(Σ g·w)²`` (mean over     Molchanov et al. 2019
                     ``score_batches`` mini-batches)
 random_layer / ...  random units                                    control
+..._global_l2       a global ranking of the unit scores divided by  Molchanov et al. 2017
+                    their layer's L2 norm (``prune(normalize=
+                    "l2")``): no layer collapse
 sensitivity         L1 ranking inside each layer; per-layer         Li et al. 2017 (§4.2),
                     fractions from ``allocate_budget`` on the       BN-free
                     layer-sensitivity curves (validation accuracy)
@@ -92,10 +95,14 @@ METHODS = {
     "l1_global": ("l1", "global"),
     "taylor_layer": ("taylor", "layer"),
     "taylor_global": ("taylor", "global"),
+    "l1_global_l2": ("l1", "global"),
+    "taylor_global_l2": ("taylor", "global"),
     "random_layer": ("random", "layer"),
     "random_global": ("random", "global"),
     "sensitivity": ("l1", "allocated"),
 }
+# Global rankings with layer-wise L2-normalised unit scores (Molchanov et al. 2017).
+NORMALIZE = {"l1_global_l2": "l2", "taylor_global_l2": "l2"}
 SCHEDULES = ("one_shot", "iterative")
 CORRELATED = ("l1", "l2", "taylor", "activation", "apoz", "random")
 
@@ -143,7 +150,8 @@ DENSE = {"mnist1d": {"train_epochs": 175, "batch_size": 100, "lr": 1e-2},
 SMOKE = {"seeds": 1, "sparsities": (0.5,), "iterative_steps": 2, "train_epochs": 1,
          "finetune_epochs": 2, "score_batches": 2, "oracle_examples": 128, "val_examples": 256,
          "sensitivity_grid": (0.25, 0.5, 0.75), "max_train": 512,
-         "methods": ("l1_layer", "taylor_global", "random_layer", "sensitivity")}
+         "methods": ("l1_layer", "taylor_global", "l1_global_l2", "random_layer",
+                     "sensitivity")}
 
 
 def stack(trees):
@@ -305,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
             return sj.prune(sc, 0.0, params=p, mask=mask, prunable=prunable,
                             structure=sj.Neurons(), distribution=alloc)
         return sj.prune(sc, target, params=p, mask=mask, prunable=prunable,
-                        structure=sj.Neurons(), scope=scope)
+                        structure=sj.Neurons(), scope=scope, normalize=NORMALIZE.get(method))
 
     def finetune(params_list, masks_list, epochs, seeds_of):
         inner = optax.adam(cfg.finetune_lr)

@@ -79,6 +79,7 @@ __all__ = ["DISTRIBUTIONS", "SCOPES", "default_bits_per_pass", "erk_sparsities",
 
 SCOPES: tuple[str, ...] = ("layer", "global")
 DISTRIBUTIONS: tuple[str, ...] = ("uniform", "erk")
+NORMALIZATIONS: tuple[str, ...] = ("l1", "l2", "max", "mean")
 
 _U32 = jnp.uint32
 _KEY_PRUNED = 0  # already pruned by the existing mask: below every real score
@@ -452,11 +453,31 @@ class _Plan:
     bits_per_pass: int
     joint: bool  # scope="global": one segment holding every leaf
     fractions: bool  # some target is a float32 array (else all are exact Python counts)
+    normalize: str | None = None  # per-leaf rescaling of the group scores
 
 
 def _left_pad(x: jax.Array, ndim: int) -> jax.Array:
     x = jnp.asarray(x)
     return x.reshape((1,) * (ndim - x.ndim) + x.shape)
+
+
+def _normalize_groups(g, m, param_shape, structure, how: str) -> jax.Array:
+    """Group scores divided by their layer's L1 / L2 norm, max or mean over the groups
+    still alive (all groups if that statistic is 0 or no group is alive)."""
+    alive = jnp.ones(g.shape, bool)
+    if m is not None:
+        full = jnp.broadcast_to(_left_pad(m, len(param_shape)), param_shape)
+        alive = jnp.broadcast_to(structure._group_any(full), g.shape)
+    a = jnp.where(alive, jnp.abs(g), 0.0)
+    if how == "l1":
+        scale = jnp.sum(a)
+    elif how == "l2":
+        scale = jnp.sqrt(jnp.sum(a * a))
+    elif how == "max":
+        scale = jnp.max(a)
+    else:
+        scale = jnp.sum(a) / jnp.maximum(jnp.sum(alive), 1)
+    return jnp.where(scale > 0, g / jnp.where(scale > 0, scale, 1.0), g)
 
 
 @functools.partial(jax.jit, static_argnames=("plan",))
@@ -466,7 +487,9 @@ def _prune_core(scores, masks, counts_hi, counts_lo, fractions, use_fraction, *,
     for lp, score, m in zip(plan.leaves, scores, masks):
         g = structure.reduce(score, plan.reduction) if lp.reduce else score
         g = jnp.asarray(g, jnp.float32)
-        if lp.reduce:
+        if plan.normalize is not None:
+            g = _normalize_groups(g, m, lp.param_shape, structure, plan.normalize)
+        if lp.reduce or plan.normalize is not None:
             # Materialise the group scores once. Every radix pass and the final comparison
             # must see the same floats; XLA:GPU otherwise may fuse a copy of the reduction
             # into several consumers, whose sums can round differently (seen on an H100 for
@@ -685,6 +708,7 @@ def prune(
     reduction: str = "l1",
     erk_power_scale: float = 1.0,
     bits_per_pass: int | None = None,
+    normalize: str | None = None,
 ) -> PyTree:
     """Mask that prunes the lowest-scoring groups: exactly ``round(s·n)`` of ``n``.
 
@@ -732,6 +756,15 @@ def prune(
       erk_power_scale: exponent of ERK's raw densities.
       bits_per_pass: threshold bits fixed per counting pass (1, 2 or 4);
         default :func:`default_bits_per_pass`. Changes speed only.
+      normalize: ``None`` or ``"l1"``, ``"l2"``, ``"max"``, ``"mean"``: divide
+        each leaf's group scores (after ``reduction``) by that statistic of
+        the leaf's groups still alive in ``mask``, before ranking. With
+        ``scope="global"`` this puts layers of different scale on one footing
+        (``"l2"``: the layer-wise normalisation of Molchanov et al. 2017,
+        Pruning CNNs for Resource Efficient Inference, Eq. 9); without it,
+        unnormalised global filter norms can remove a whole layer (layer
+        collapse). Within one leaf the ranking is unchanged, so layerwise
+        results do not change.
 
     Returns:
       A mask pytree with the structure of ``scores``.
@@ -755,6 +788,8 @@ def prune(
         raise TypeError(f"structure must be a sparsejax Structure, got {structure!r}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if normalize is not None and normalize not in NORMALIZATIONS:
+        raise ValueError(f"normalize must be None or one of {NORMALIZATIONS}, got {normalize!r}")
     if isinstance(distribution, str):
         if distribution not in DISTRIBUTIONS:
             raise ValueError(
@@ -891,6 +926,7 @@ def prune(
         bits,
         scope == "global",
         any(f is not None for f in fractions),
+        normalize,
     )
     counts_hi = np.asarray([k >> 32 for k in counts] or [0], np.uint32)
     counts_lo = np.asarray([k & 0xFFFFFFFF for k in counts] or [0], np.uint32)

@@ -436,6 +436,7 @@ def pruning(
     distribution: Any = "uniform",
     reduction: str = "l1",
     mask: MaskOrFn | None = None,
+    normalize: str | None = None,
 ) -> optax.GradientTransformationExtraArgs:
     """Gradual pruning inside the optimizer: prune on schedule, keep pruned weights at ``0.0``.
 
@@ -498,6 +499,9 @@ def pruning(
       mask: an initial mask (pytree or ``params -> mask`` function), e.g. from
         a previous run; by default nothing is pruned. Prunable leaves must
         have the structure's mask shape.
+      normalize: per-layer rescaling of the group scores before a global
+        ranking (``None``, ``"l1"``, ``"l2"``, ``"max"``, ``"mean"``; see
+        :func:`sparsejax.prune`).
 
     Returns:
       An ``optax.GradientTransformationExtraArgs`` with state
@@ -582,6 +586,7 @@ def pruning(
                 structure=structure,
                 distribution=distribution,
                 reduction=reduction,
+                normalize=normalize,
             )
             new = jax.tree.leaves(_shrink(mask, selected))
             return tuple(m for m, keep in zip(new, which, strict=True) if keep)

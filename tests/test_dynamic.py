@@ -400,6 +400,11 @@ def test_dynamic_gating_smoke(tmp_path):
     fbs = {r["density"]: r for r in res["rows"] if r["method"] == "fbs"}
     assert set(fbs) == {0.25, 0.5, 0.75, 1.0}
     assert fbs[0.5]["active_conv2"] == pytest.approx(13 / 25)
+    # one gated model per density, trained at that density: exactly k channels active
+    fixed = {r["density"]: r for r in res["rows"] if r["method"] == "fbs_fixed"}
+    assert set(fixed) == {0.25, 0.5, 0.75}
+    assert fixed[0.5]["active_conv2"] == pytest.approx(13 / 25)
+    assert fixed[0.5]["macs"] == pytest.approx(fbs[0.5]["macs"])
     for r in res["rows"]:
         assert 0.0 <= r["accuracy"] <= 1.0
     assert [r["threshold"] for r in res["adaptive"]] == [0.0, 0.9, 1.0]

@@ -209,7 +209,8 @@ def test_sparsity_learning_smoke(tmp_path):
     module = importlib.util.module_from_spec(spec)
     sys.modules["experiments_sparsity_learning"] = module
     spec.loader.exec_module(module)
-    res = module.main(["--smoke", "true", "--out", str(tmp_path)])
+    res = module.main(["--smoke", "true", "--out", str(tmp_path), "--ssl", "true",
+                       "--structured-vd", "true"])
     (vd,) = res["sparse_vd"]
     assert vd["model"] == "lenet300100" and vd["compression"] >= 1.0
     # converting the VD model to the plain LeNet-300-100 keeps its eval accuracy
@@ -219,3 +220,16 @@ def test_sparsity_learning_smoke(tmp_path):
         assert row["neurons"] == 400 and 0 <= row["neurons_removed"] <= 400
     for name in ("config.json", "results.json", "results.md", "group_lasso_tradeoff.png"):
         assert (tmp_path / name).stat().st_size > 0
+    # Wen et al. SSL on LeNet-5 and structured VD: the shrunk models compute the trained ones
+    (ssl,) = res["ssl_lenet5"]
+    assert ssl["max_rel_logit_diff"] <= 1e-5
+    assert ssl["units_kept"]["conv2"] == ssl["filters_nonzero"]["conv2"]
+    assert ssl["units_kept"]["conv1"] <= min(ssl["filters_nonzero"]["conv1"],
+                                             ssl["conv2_channels_nonzero"])
+    assert ssl["channels_in"]["conv2"] == ssl["units_kept"]["conv1"]
+    assert [r["model"] for r in res["structured_vd"]] == ["lenet300100", "lenet5"]
+    for row in res["structured_vd"]:
+        assert row["max_rel_logit_diff"] <= 1e-5
+        # converting and shrinking keep the VD model's eval predictions
+        assert row["test_accuracy"] == pytest.approx(row["vd_eval_test_accuracy"], abs=1e-9)
+    assert "Wen et al. 2016" in (tmp_path / "results.md").read_text()

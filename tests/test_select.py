@@ -585,3 +585,50 @@ def test_group_scores_are_reduced_once_behind_a_barrier():
         g, s, params=params, prunable=["^conv1/kernel$"], structure=Neurons()))(
         grouped, jnp.float32(0.24)))
     assert not re.search(r"f32\[[\d,]*\] = optimization_barrier", jaxpr)
+
+
+def _two_scale_layers(a_norms, b_norms):
+    """Dense kernels (3, 4) whose output units have the given L1 norms."""
+    col = lambda v: jnp.tile(jnp.asarray(v, jnp.float32) / 3.0, (3, 1))  # noqa: E731
+    return {"a": {"kernel": col(a_norms)}, "b": {"kernel": col(b_norms)}}
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_global_normalize_prevents_layer_collapse(jit):
+    tree = _two_scale_layers([1.0, 2.0, 3.0, 4.0], [150.0, 250.0, 350.0, 450.0])
+    run = lambda f: jax.jit(f)() if jit else f()  # noqa: E731
+
+    def units(m):
+        return {k: np.asarray(m[k]["kernel"]).reshape(-1).astype(int).tolist() for k in m}
+
+    # Unnormalised: the small-scale layer goes first, entirely (layer collapse).
+    plain = run(lambda: prune(tree, 0.5, structure=Neurons(), scope="global"))
+    assert units(plain) == {"a": [0, 0, 0, 0], "b": [1, 1, 1, 1]}
+    # "max": a/4 = .25 .5 .75 1, b/450 = .333 .556 .778 1 -> lowest 3: a0, b0, a1.
+    m = run(lambda: prune(tree, 3 / 8, structure=Neurons(), scope="global", normalize="max"))
+    assert units(m) == {"a": [0, 0, 1, 1], "b": [0, 1, 1, 1]}
+    # "l2" (Molchanov et al. 2017): a/√30 = .183 .365 .548 .730,
+    # b/√410000 = .234 .390 .547 .703 -> lowest 4: a0, b0, a1, b1.
+    m = run(lambda: prune(tree, 0.5, structure=Neurons(), scope="global", normalize="l2"))
+    assert units(m) == {"a": [0, 0, 1, 1], "b": [0, 0, 1, 1]}
+    # Layerwise ranking is invariant to a per-layer scale.
+    for how in ("l1", "l2", "max", "mean"):
+        lay = run(lambda how=how: prune(tree, 0.5, structure=Neurons(), normalize=how))
+        assert units(lay) == {"a": [0, 0, 1, 1], "b": [0, 0, 1, 1]}
+
+
+def test_global_normalize_uses_only_alive_groups():
+    tree = _two_scale_layers([1.0, 2.0, 3.0, 4.0], [160.0, 250.0, 350.0, 440.0])
+    start = {"a": {"kernel": jnp.asarray([[True, True, True, False]])},
+             "b": {"kernel": jnp.ones((1, 4), bool)}}
+    # a's alive mean is 2 (a3 pruned): a/2 = .5 1 1.5; b/300 = .533 .833 1.167 1.467.
+    # Target 4 of 8 with a3 counted: a0, b0, b1 join (a mean over all of a, 2.5, would pick a1).
+    m = prune(tree, 0.5, structure=Neurons(), scope="global", normalize="mean", mask=start)
+    got = {k: np.asarray(m[k]["kernel"]).reshape(-1).astype(int).tolist() for k in m}
+    assert got == {"a": [0, 1, 1, 0], "b": [0, 0, 1, 1]}
+
+
+def test_normalize_rejects_unknown_values():
+    tree = _two_scale_layers([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])
+    with pytest.raises(ValueError, match="normalize must be None or one of .* got 'z'"):
+        prune(tree, 0.5, normalize="z")

@@ -292,7 +292,7 @@ def test_structured_pruning_smoke(tmp_path):
     rows = res["rows"]
     assert {(r["schedule"], r["method"]) for r in rows} == {
         (sch, m) for sch in ("one_shot", "iterative")
-        for m in ("l1_layer", "taylor_global", "random_layer", "sensitivity")
+        for m in ("l1_layer", "taylor_global", "l1_global_l2", "random_layer", "sensitivity")
     }
     units = res["units"]
     flops = res["layer_flops"]
@@ -304,7 +304,7 @@ def test_structured_pruning_smoke(tmp_path):
         if r["method"] in ("l1_layer", "random_layer"):
             # uniform layerwise: exactly round(s·units) filters of every pruned layer
             assert all(removed[p] == round(r["sparsity"] * 25) for p in layers)
-        elif r["method"] == "taylor_global":
+        elif r["method"] in ("taylor_global", "l1_global_l2"):
             assert sum(removed.values()) == round(r["sparsity"] * 75)
         else:  # sensitivity-guided: the pruned layers lose at least the FLOPs target
             assert r["flops_reduction_mask"] >= r["sparsity"] - 1e-9

@@ -670,3 +670,22 @@ def test_pruning_errors_name_path_and_value():
         pruning(optax.sgd(0.1), score=scores.magnitude, schedule=POLY)
     with pytest.raises(TypeError, match=r"schedule must have __call__\(step\), got 0.5"):
         pruning(optax.sgd(0.1), score=magnitude_score, schedule=0.5)
+
+
+@pytest.mark.parametrize("normalize", [None, "l2"])
+def test_pruning_forwards_normalize_to_the_global_ranking(normalize):
+    """Two layers of very different scale: unnormalised global filter norms remove the
+    small layer entirely; ``normalize="l2"`` (Molchanov et al. 2017) keeps both alive."""
+    col = lambda v: jnp.tile(jnp.asarray(v, jnp.float32) / 3.0, (3, 1))  # noqa: E731
+    params = {"a": {"kernel": col([1.0, 2.0, 3.0, 4.0])},
+              "b": {"kernel": col([150.0, 250.0, 350.0, 450.0])}}
+    tx = pruning(optax.sgd(0.0), score=magnitude_score, schedule=schedules.one_shot(0.5),
+                 scope="global", structure=Neurons(), normalize=normalize)
+    state = tx.init(params)
+    _, state = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), state, params)
+    got = {k: np.asarray(v["kernel"]).reshape(-1).astype(int).tolist()
+           for k, v in state.mask.items()}
+    if normalize is None:
+        assert got == {"a": [0, 0, 0, 0], "b": [1, 1, 1, 1]}
+    else:  # a/√30 = .183 .365 .548 .730, b/√410000 = .234 .390 .547 .703
+        assert got == {"a": [0, 0, 1, 1], "b": [0, 0, 1, 1]}
