@@ -53,7 +53,7 @@ import numpy as np
 import optax
 from flax import nnx
 
-from sparsejax import apply_mask
+from sparsejax import apply_mask, keep_sparse
 from sparsejax._tree import named_leaves
 from sparsejax.data import load_dataset
 from sparsejax.experiment import (
@@ -64,7 +64,7 @@ from sparsejax.experiment import (
     tradeoff_curve,
     write_json,
 )
-from sparsejax.metrics import compression_ratio, flops, num_params
+from sparsejax.metrics import compression_ratio, flops, num_nonzero, num_params
 from sparsejax.models import create_model
 from sparsejax.regularizers import group_norms, group_stats, groups_to_mask, proximal_group_lasso
 from sparsejax.structured import shrink
@@ -102,6 +102,8 @@ class Config:
     gl_datasets: tuple[str, ...] = ("digits", "mnist10k")
     gl_lambdas: tuple[float, ...] = (0.03, 0.1, 0.2, 0.3, 0.5)
     gl_steps: int = 3000
+    finetune_steps: int = 0
+    finetune_lr: float = 3e-4
     ssl: bool = False
     ssl_lambdas: tuple[float, ...] = (0.03, 0.05, 0.07, 0.1, 0.15, 0.2)
     ssl_steps: int = 3000
@@ -187,7 +189,27 @@ def _vd(cfg: Config, data, name: str, steps: int, dense: dict, split) -> dict[st
         "error_increase_pp": 100 * (dense["test_accuracy"] - test),
         "compression": compression_ratio(params, mask),
         "final_kl": float(last["kl"]), "final_nll": float(last["data_loss"]),
+        **_masked_finetune(cfg, plain, mask, data, split, dense),
     }
+
+
+def _masked_finetune(cfg: Config, model, mask, data, split, dense: dict) -> dict[str, Any]:
+    """``cfg.finetune_steps`` of Adam with the mask kept (``keep_sparse``); {} when 0."""
+    if not cfg.finetune_steps:
+        return {}
+    x_tr, y_tr, x_val, y_val = split
+    state = create_train_state(model, keep_sparse(optax.adam(cfg.finetune_lr), mask),
+                               key=cfg.seed)
+    state, _ = train(state, x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed + 1,
+                     steps=cfg.finetune_steps, progress=cfg.progress)
+    acc = _accuracies(state, data, x_val, y_val, dense)
+    return {"finetune_steps": cfg.finetune_steps,
+            "finetuned_val_accuracy": acc["val_accuracy"],
+            "finetuned_test_accuracy": acc["test_accuracy"],
+            "finetuned_compression": compression_ratio(state.params),
+            # entries the mask removed that are nonzero after fine-tuning (must be 0)
+            "finetuned_pruned_nonzero": num_nonzero(state.params)
+            - num_nonzero(state.params, mask)}
 
 
 def _accuracies(state, data, x_val, y_val, dense: dict) -> dict[str, float]:
@@ -220,6 +242,7 @@ def _group_lasso(cfg: Config, data, lam: float, steps: int, dense: dict, split) 
         "neurons_removed": removed, "neurons": groups, "removed_fraction": removed / groups,
         "per_layer_removed": {s.path: f"{s.removed}/{s.groups}" for s in stats},
         "compression": compression_ratio(state.params, mask),
+        **_masked_finetune(cfg, state.model(), mask, data, split, dense),
     }
 
 
@@ -370,7 +393,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                   vd_warmup=10, gl_steps=20, gl_lambdas=cfg.gl_lambdas[:2],
                                   gl_datasets=("digits",), vd_models=("lenet300100",),
                                   ssl_steps=20, ssl_lambdas=cfg.ssl_lambdas[-1:],
-                                  ssl_finetune_steps=10, svd_steps=20)
+                                  ssl_finetune_steps=10, svd_steps=20,
+                                  finetune_steps=min(cfg.finetune_steps, 10))
     out = prepare_output_dir(cfg.out, config_to_dict(cfg))
     device = jax.devices()[0].device_kind
     datasets = {}
@@ -411,7 +435,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         data = get(ds)
         rows = [_group_lasso(cfg, data, lam, cfg.gl_steps, dense[(ds, "lenet300100")],
                              _split(data, cfg.val_fraction)) for lam in cfg.gl_lambdas]
-        _select_lambda(rows, "val_accuracy")
+        _select_lambda(rows, "finetuned_val_accuracy" if cfg.finetune_steps else "val_accuracy")
         for r in rows:
             print(f"group lasso {ds} λ={r['lam']:g}: test {r['test_accuracy']:.4f}, hidden "
                   f"neurons removed {r['removed_fraction']:.1%} ({r['seconds']:.0f} s)"
@@ -443,8 +467,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                        logx=False, title="LeNet-300-100, proximal group lasso (λ sweep)")
 
     command = "python experiments/sparsity_learning.py " + " ".join(argv or sys.argv[1:])
-    md = [f"# Sparsity learning\n\nCommand: `{command.strip()}`  \nDevice: {device} (CPU, 2 "
-          f"shared cores). One seed ({cfg.seed}). Validation = last {cfg.val_fraction:.0%} of the "
+    ft_columns = ([(f"val / test acc after {cfg.finetune_steps} FT steps (mask kept)",
+                    "{finetuned_val_accuracy:.2%} / {finetuned_test_accuracy:.2%}")]
+                  if cfg.finetune_steps else [])
+    md = [f"# Sparsity learning\n\nCommand: `{command.strip()}`  \nDevice: {device}. One seed ({cfg.seed}). Validation = last {cfg.val_fraction:.0%} of the "
           "training split; every model trains on the rest.\n",
           "## Dense references\n",
           markdown_table(dense_rows, [("data", "{dataset}"), ("model", "{model}"),
@@ -457,7 +483,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                    ("test acc", "{test_accuracy:.2%}"),
                                    ("dense test acc", "{dense_test_accuracy:.2%}"),
                                    ("error +pp", "{error_increase_pp:+.2f}"),
-                                   ("compression", "{compression:.1f}x"),
+                                   ("compression", "{compression:.1f}x"), *ft_columns,
                                    ("seconds", "{seconds:.0f}")])] if vd_rows else []),
           *(["\n## Group lasso, LeNet-300-100 (proximal Adam, Neurons groups with bias)\n",
              markdown_table(gl_rows, [("data", "{dataset}"), ("λ", "{lam:g}"),
@@ -467,7 +493,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                                    ("loss pp", "{accuracy_loss_pp:+.2f}"),
                                    ("hidden neurons removed", "{removed_fraction:.1%}"),
                                    ("per layer", "{per_layer_removed}"),
-                                   ("compression", "{compression:.1f}x"),
+                                   ("compression", "{compression:.1f}x"), *ft_columns,
                                    ("selected (val)", "{selected}")])] if gl_rows else []),
           "\n![tradeoff](group_lasso_tradeoff.png)\n" if curves else "",
           *(["\n## Structured sparsity learning, LeNet-5 (Wen et al. 2016, Table 1 layout)\n\n"

@@ -7,6 +7,7 @@ Reads every ``<run>/results.json`` under a directory (one run per seed, as
 * sparse VD: test-error increase over the dense model of the same seed (pp)
   and compression (all parameters / nonzeros); target within 1 pp at
   ≥ 30x (LeNet-300-100) / ≥ 50x (LeNet-5);
+  With ``--finetune-steps`` runs, the numbers are those after the masked fine-tuning.
 * group lasso: the validation-selected λ (largest λ whose validation
   accuracy is within 1 pp of dense; none if no λ qualifies), the fraction of
   hidden neurons removed and the test-accuracy loss; target ≥ 50 % removed
@@ -44,11 +45,14 @@ def summarize(root: pathlib.Path) -> str:
     for seed, config, results in _runs(root):
         devices.add(results.get("device") or config["environment"].get("device", "?"))
         for r in results["sparse_vd"]:
+            test = r.get("finetuned_test_accuracy", r["test_accuracy"])
+            pp = 100 * (r["dense_test_accuracy"] - test)
+            comp = r.get("finetuned_compression", r["compression"])
             vd_rows.append({
                 "model": r["model"], "seed": seed, "dense": 100 * r["dense_test_accuracy"],
-                "test": 100 * r["test_accuracy"], "pp": r["error_increase_pp"],
-                "compression": r["compression"],
-                "met": r["error_increase_pp"] <= 1.0 and r["compression"] >= VD_TARGET[r["model"]],
+                "test": 100 * test, "pp": pp, "compression": comp,
+                "ft": r.get("finetune_steps", 0),
+                "met": pp <= 1.0 and comp >= VD_TARGET[r["model"]],
             })
         selected = {}
         for r in results["group_lasso"]:
@@ -57,6 +61,9 @@ def summarize(root: pathlib.Path) -> str:
         datasets = {r["dataset"] for r in results["group_lasso"]}
         for dataset in sorted(datasets):
             r = selected.get(dataset)
+            if r is not None and "finetuned_test_accuracy" in r:
+                r = r | {"accuracy_loss_pp": 100 * (r["dense_test_accuracy"]
+                                                    - r["finetuned_test_accuracy"])}
             gl_rows.append({
                 "dataset": dataset, "seed": seed,
                 "lam": "none" if r is None else f"{r['lam']:g}",
@@ -72,7 +79,7 @@ def summarize(root: pathlib.Path) -> str:
         vd_rows.sort(key=lambda r: (r["model"], r["seed"]))
         lines += ["## Sparse variational dropout (MNIST-10k)", "", markdown_table(vd_rows, [
             ("model", "{model}"), ("seed", "{seed}"), ("dense test", "{dense:.2f}%"),
-            ("VD test", "{test:.2f}%"), ("error +pp", "{pp:+.2f}"),
+            ("FT steps", "{ft}"), ("VD test", "{test:.2f}%"), ("error +pp", "{pp:+.2f}"),
             ("compression", "{compression:.1f}x"), ("target met", "{met}")]), ""]
         agg = aggregate(vd_rows, ["model"], ["pp", "compression", "met"])
         lines += [markdown_table(agg, [

@@ -210,7 +210,7 @@ def test_sparsity_learning_smoke(tmp_path):
     sys.modules["experiments_sparsity_learning"] = module
     spec.loader.exec_module(module)
     res = module.main(["--smoke", "true", "--out", str(tmp_path), "--ssl", "true",
-                       "--structured-vd", "true"])
+                       "--structured-vd", "true", "--finetune-steps", "10"])
     (vd,) = res["sparse_vd"]
     assert vd["model"] == "lenet300100" and vd["compression"] >= 1.0
     # converting the VD model to the plain LeNet-300-100 keeps its eval accuracy
@@ -218,6 +218,11 @@ def test_sparsity_learning_smoke(tmp_path):
     assert len(res["group_lasso"]) == 2 and sum(r["selected"] for r in res["group_lasso"]) <= 1
     for row in res["group_lasso"]:
         assert row["neurons"] == 400 and 0 <= row["neurons_removed"] <= 400
+    # masked fine-tuning keeps every removed weight at zero
+    for row in (vd, *res["group_lasso"]):
+        assert row["finetune_steps"] == 10
+        assert row["finetuned_pruned_nonzero"] == 0
+        assert row["finetuned_compression"] >= row["compression"] * (1 - 1e-3)
     for name in ("config.json", "results.json", "results.md", "group_lasso_tradeoff.png"):
         assert (tmp_path / name).stat().st_size > 0
     # Wen et al. SSL on LeNet-5 and structured VD: the shrunk models compute the trained ones
