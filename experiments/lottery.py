@@ -109,6 +109,72 @@ def apply_preset(cfg: Config, argv: list[str]) -> Config:
     return cfg
 
 
+def make_task_fns(make_model, data, *, lr: float, batch_size: int, eval_every: int) -> dict:
+    """The per-seed pieces of the IMP driver's ``train_fn`` / ``eval_fn`` for a classifier.
+
+    ``make_model(key)`` builds the NNX model; ``data = (x_tr, y_tr, x_va, y_va, x_te, y_te)``.
+    Returns ``init_fn(key) -> params``, ``train_one(params, mask, data_key, plan) ->
+    (params, captured, history)`` (Adam ``lr · plan.lr_scale`` under ``keep_sparse``, epochs
+    reshuffled from ``data_key``, validation / test metrics every ``eval_every`` steps, the
+    params at ``plan.capture_step`` captured for rewinding) and ``metrics(params)``.
+    Also used by ``experiments/benchmarks/lottery_seeds.py``.
+    """
+    x_tr, y_tr, x_va, y_va, x_te, y_te = data
+    n_train = x_tr.shape[0]
+    graphdef = nnx.split(nnx.eval_shape(lambda: make_model(jax.random.key(0))), nnx.Param)[0]
+
+    def init_fn(key):
+        return nnx.split(make_model(key), nnx.Param)[1]
+
+    def logits_fn(params, x):
+        return nnx.merge(graphdef, params)(x)
+
+    def loss(params, x, y):
+        return optax.softmax_cross_entropy_with_integer_labels(logits_fn(params, x), y).mean()
+
+    def acc(params, x, y):
+        return jnp.mean(jnp.argmax(logits_fn(params, x), axis=-1) == y)
+
+    steps_per_epoch = n_train // batch_size
+
+    def train_one(params, mask, data_key, plan):
+        tx = sj.keep_sparse(optax.adam(lr * plan.lr_scale), mask)
+        opt = tx.init(params)
+
+        def step(carry, t):
+            p, o = carry
+            perm = jax.random.permutation(jax.random.fold_in(data_key, t // steps_per_epoch),
+                                          n_train)
+            idx = jax.lax.dynamic_slice_in_dim(perm, (t % steps_per_epoch) * batch_size,
+                                               batch_size)
+            g = jax.grad(loss)(p, x_tr[idx], y_tr[idx])
+            u, o = tx.update(g, o, p)
+            return (optax.apply_updates(p, u), o), None
+
+        def chunk(carry, c):
+            (p, o), captured = carry
+            t0 = plan.start_step + c * eval_every
+            (p, o), _ = jax.lax.scan(step, (p, o), t0 + jnp.arange(eval_every))
+            t1 = t0 + eval_every
+            if plan.capture_step is not None:
+                captured = jax.tree.map(lambda a, b: jnp.where(t1 == plan.capture_step, a, b),
+                                        p, captured)
+            ev = (t1, loss(p, x_va, y_va), acc(p, x_va, y_va), acc(p, x_te, y_te))
+            return ((p, o), captured), ev
+
+        n_chunks = (plan.end_step - plan.start_step) // eval_every
+        ((p, _), captured), (t, vl, va, ta) = jax.lax.scan(
+            chunk, ((params, opt), params), jnp.arange(n_chunks))
+        history = {"step": t, "val_loss": vl, "val_accuracy": va, "test_accuracy": ta}
+        return p, captured, history
+
+    def metrics(p):
+        return {"val_accuracy": acc(p, x_va, y_va), "val_loss": loss(p, x_va, y_va),
+                "test_accuracy": acc(p, x_te, y_te)}
+
+    return {"init_fn": init_fn, "train_one": train_one, "metrics": metrics}
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     cfg = parse_config(Config, argv)
@@ -146,56 +212,12 @@ def main(argv: list[str] | None = None) -> dict:
         return LeNet300100(in_features=in_features, num_classes=data.num_classes,
                            rngs=nnx.Rngs(key))
 
-    graphdef = nnx.split(nnx.eval_shape(lambda: make_model(jax.random.key(0))), nnx.Param)[0]
-
-    def init_fn(key):
-        return nnx.split(make_model(key), nnx.Param)[1]
-
-    def logits_fn(params, x):
-        return nnx.merge(graphdef, params)(x)
-
-    def loss(params, x, y):
-        return optax.softmax_cross_entropy_with_integer_labels(logits_fn(params, x), y).mean()
-
-    def acc(params, x, y):
-        return jnp.mean(jnp.argmax(logits_fn(params, x), axis=-1) == y)
-
+    task = make_task_fns(make_model, (x_tr, y_tr, x_va, y_va, x_te, y_te), lr=cfg.lr,
+                         batch_size=cfg.batch_size, eval_every=cfg.eval_every)
+    init_fn, train_one = task["init_fn"], task["train_one"]
     keys = jax.random.split(jax.random.key(0), cfg.seeds)
     params0 = jax.jit(jax.vmap(init_fn))(keys)
     data_keys = jax.random.split(jax.random.key(1), cfg.seeds)
-    steps_per_epoch = n_train // cfg.batch_size
-
-    # ------------------------------------------------------------------ train / eval
-    def train_one(params, mask, data_key, plan):
-        tx = sj.keep_sparse(optax.adam(cfg.lr * plan.lr_scale), mask)
-        opt = tx.init(params)
-
-        def step(carry, t):
-            p, o = carry
-            perm = jax.random.permutation(jax.random.fold_in(data_key, t // steps_per_epoch),
-                                          n_train)
-            idx = jax.lax.dynamic_slice_in_dim(perm, (t % steps_per_epoch) * cfg.batch_size,
-                                               cfg.batch_size)
-            g = jax.grad(loss)(p, x_tr[idx], y_tr[idx])
-            u, o = tx.update(g, o, p)
-            return (optax.apply_updates(p, u), o), None
-
-        def chunk(carry, c):
-            (p, o), captured = carry
-            t0 = plan.start_step + c * cfg.eval_every
-            (p, o), _ = jax.lax.scan(step, (p, o), t0 + jnp.arange(cfg.eval_every))
-            t1 = t0 + cfg.eval_every
-            if plan.capture_step is not None:
-                captured = jax.tree.map(lambda a, b: jnp.where(t1 == plan.capture_step, a, b),
-                                        p, captured)
-            ev = (t1, loss(p, x_va, y_va), acc(p, x_va, y_va), acc(p, x_te, y_te))
-            return ((p, o), captured), ev
-
-        n_chunks = (plan.end_step - plan.start_step) // cfg.eval_every
-        ((p, _), captured), (t, vl, va, ta) = jax.lax.scan(
-            chunk, ((params, opt), params), jnp.arange(n_chunks))
-        history = {"step": t, "val_loss": vl, "val_accuracy": va, "test_accuracy": ta}
-        return p, captured, history
 
     @jax.jit(static_argnames="plan")
     def train_fn(params, mask, key, plan):
@@ -209,12 +231,7 @@ def main(argv: list[str] | None = None) -> dict:
         return lottery.TrainOutput(p, captured if plan.capture_step is not None else None,
                                    history)
 
-    @jax.jit
-    def eval_fn(params):
-        def one(p):
-            return {"val_accuracy": acc(p, x_va, y_va), "val_loss": loss(p, x_va, y_va),
-                    "test_accuracy": acc(p, x_te, y_te)}
-        return jax.vmap(one)(params)
+    eval_fn = jax.jit(jax.vmap(task["metrics"]))
 
     # ------------------------------------------------------------------ IMP
     layer_rates = {} if cfg.output_rate is None else {cfg.output_layer: cfg.output_rate}

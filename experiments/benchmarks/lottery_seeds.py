@@ -50,8 +50,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import os
 import pathlib
+import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -59,10 +61,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 
-import sparsejax as sj
 from sparsejax import lottery
 from sparsejax.data import load_dataset, stratified_split
 from sparsejax.experiment.output import environment, markdown_table, write_json
@@ -102,69 +102,41 @@ def load_data(val_size: int) -> dict[str, jax.Array]:
     }
 
 
+def _experiment():
+    """``experiments/lottery.py`` as a module (its ``make_task_fns`` is the training step)."""
+    name = "experiments_lottery"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, pathlib.Path(__file__).resolve()
+                                                      .parents[1] / "lottery.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
 def make_fns(cfg: BenchConfig, data: dict[str, jax.Array]) -> dict[str, Any]:
     """``init_fn``, jitted single-seed / vmapped training cores and ``eval_fn``s.
 
-    The training step is the one of ``experiments/lottery.py`` (reshuffle per
-    epoch from ``fold_in(data_key, epoch)``, same data order in every round).
+    The training step is the one of ``experiments/lottery.py`` (``make_task_fns``:
+    reshuffle per epoch from ``fold_in(data_key, epoch)``, same data order in every round).
     """
-    x_tr, y_tr, x_va, y_va, x_te, y_te = (data[k] for k in
-                                          ("x_tr", "y_tr", "x_va", "y_va", "x_te", "y_te"))
-    n_train, in_features = x_tr.shape
+    in_features = data["x_tr"].shape[1]
 
     def make_model(key):
         return mnist1d_mlp(in_features=in_features, hidden=cfg.hidden, rngs=nnx.Rngs(key))
 
-    graphdef = nnx.split(nnx.eval_shape(lambda: make_model(jax.random.key(0))), nnx.Param)[0]
-
-    def init_fn(key):
-        return nnx.split(make_model(key), nnx.Param)[1]
-
-    def logits_fn(params, x):
-        return nnx.merge(graphdef, params)(x)
-
-    def loss(params, x, y):
-        return optax.softmax_cross_entropy_with_integer_labels(logits_fn(params, x), y).mean()
-
-    def acc(params, x, y):
-        return jnp.mean(jnp.argmax(logits_fn(params, x), axis=-1) == y)
-
-    steps_per_epoch = n_train // cfg.batch_size
+    task = _experiment().make_task_fns(
+        make_model, tuple(data[k] for k in ("x_tr", "y_tr", "x_va", "y_va", "x_te", "y_te")),
+        lr=cfg.lr, batch_size=cfg.batch_size, eval_every=cfg.eval_every)
 
     def train_one(params, mask, data_key, plan):
-        tx = sj.keep_sparse(optax.adam(cfg.lr * plan.lr_scale), mask)
-        opt = tx.init(params)
+        p, _, history = task["train_one"](params, mask, data_key, plan)
+        return p, history
 
-        def step(carry, t):
-            p, o = carry
-            perm = jax.random.permutation(jax.random.fold_in(data_key, t // steps_per_epoch),
-                                          n_train)
-            idx = jax.lax.dynamic_slice_in_dim(perm, (t % steps_per_epoch) * cfg.batch_size,
-                                               cfg.batch_size)
-            g = jax.grad(loss)(p, x_tr[idx], y_tr[idx])
-            u, o = tx.update(g, o, p)
-            return (optax.apply_updates(p, u), o), None
-
-        def chunk(p_o, c):
-            t0 = plan.start_step + c * cfg.eval_every
-            p_o, _ = jax.lax.scan(step, p_o, t0 + jnp.arange(cfg.eval_every))
-            p = p_o[0]
-            ev = (t0 + cfg.eval_every, loss(p, x_va, y_va), acc(p, x_va, y_va), acc(p, x_te, y_te))
-            return p_o, ev
-
-        n_chunks = (plan.end_step - plan.start_step) // cfg.eval_every
-        (p, _), (t, vl, va, ta) = jax.lax.scan(chunk, (params, opt), jnp.arange(n_chunks))
-        return p, {"step": t, "val_loss": vl, "val_accuracy": va, "test_accuracy": ta}
-
-    train_single = jax.jit(train_one, static_argnames="plan")
-    train_vmap = jax.jit(jax.vmap(train_one, in_axes=(0, 0, 0, None)), static_argnames="plan")
-
-    def metrics(p):
-        return {"val_accuracy": acc(p, x_va, y_va), "val_loss": loss(p, x_va, y_va),
-                "test_accuracy": acc(p, x_te, y_te)}
-
-    return {"init_fn": init_fn, "train_single": train_single, "train_vmap": train_vmap,
-            "eval_single": jax.jit(metrics), "eval_vmap": jax.jit(jax.vmap(metrics))}
+    return {"init_fn": task["init_fn"], "train_single": jax.jit(train_one, static_argnames="plan"),
+            "train_vmap": jax.jit(jax.vmap(train_one, in_axes=(0, 0, 0, None)),
+                                  static_argnames="plan"),
+            "eval_single": jax.jit(task["metrics"]), "eval_vmap": jax.jit(jax.vmap(task["metrics"]))}
 
 
 def _train_fn(core, data_key):
