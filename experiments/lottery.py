@@ -109,6 +109,18 @@ def apply_preset(cfg: Config, argv: list[str]) -> Config:
     return cfg
 
 
+def flat_split(data, val_size: int) -> tuple[jax.Array, ...]:
+    """``(x_tr, y_tr, x_va, y_va, x_te, y_te)``: flattened inputs on the device, a stratified
+    validation split of ``val_size`` training examples (seed 0) held out of training."""
+    x_all = np.asarray(data.x_train, np.float32).reshape(len(data.x_train), -1)
+    y_all = np.asarray(data.y_train, np.int32)
+    tr_idx, va_idx = stratified_split(y_all, val_size, seed=0)
+    return (jnp.asarray(x_all[tr_idx]), jnp.asarray(y_all[tr_idx]),
+            jnp.asarray(x_all[va_idx]), jnp.asarray(y_all[va_idx]),
+            jnp.asarray(np.asarray(data.x_test, np.float32).reshape(len(data.x_test), -1)),
+            jnp.asarray(data.y_test, jnp.int32))
+
+
 def make_task_fns(make_model, data, *, lr: float, batch_size: int, eval_every: int) -> dict:
     """The per-seed pieces of the IMP driver's ``train_fn`` / ``eval_fn`` for a classifier.
 
@@ -193,13 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
         data = load_dataset("mnist1d")
     else:
         data = load_dataset("mnist10k", data_dir=cfg.data_dir)
-    x_all = np.asarray(data.x_train, np.float32).reshape(len(data.x_train), -1)
-    y_all = np.asarray(data.y_train, np.int32)
-    tr_idx, va_idx = stratified_split(y_all, cfg.val_size, seed=0)
-    x_tr, y_tr = jnp.asarray(x_all[tr_idx]), jnp.asarray(y_all[tr_idx])
-    x_va, y_va = jnp.asarray(x_all[va_idx]), jnp.asarray(y_all[va_idx])
-    x_te = jnp.asarray(np.asarray(data.x_test, np.float32).reshape(len(data.x_test), -1))
-    y_te = jnp.asarray(data.y_test, jnp.int32)
+    x_tr, y_tr, x_va, y_va, x_te, y_te = flat_split(data, cfg.val_size)
     n_train, in_features = x_tr.shape
     print(f"{data.name}: {n_train} train / {len(x_va)} val / {len(x_te)} test")
 

@@ -152,30 +152,46 @@ def _init_from(vd_model: nnx.Module, dense_model: nnx.Module) -> None:
             node.bias.set_value(src.bias.get_value())
 
 
-def _vd(cfg: Config, data, name: str, steps: int, dense: dict, split) -> dict[str, Any]:
-    x_tr, y_tr, x_val, y_val = split
+def _vd_model(cfg: Config, data, name: str, *, structured: bool = False) -> nnx.Module:
     rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1)
     if name == "lenet300100":
-        vd_model = VDLeNet300100(math.prod(data.input_shape), data.num_classes, rngs=rngs)
-    else:
-        vd_model = VDLeNet5(data.input_shape, data.num_classes, rngs=rngs,
-                            **_model_kwargs(name, data))
+        return VDLeNet300100(math.prod(data.input_shape), data.num_classes, rngs=rngs,
+                             structured=structured)
+    return VDLeNet5(data.input_shape, data.num_classes, rngs=rngs, structured=structured,
+                    **_model_kwargs(name, data))
+
+
+def _train_vd(cfg: Config, vd_model: nnx.Module, tx, steps: int, split, **kw):
+    """``(state, history, seconds)`` of ``steps`` ELBO steps (KL warmed up)."""
+    x_tr, y_tr = split[:2]
+    state = create_train_state(vd_model, tx, key=cfg.seed)
+    step = make_vd_train_step(x_tr.shape[0], kl_warmup(min(cfg.vd_warmup, steps)))
+    t0 = time.perf_counter()
+    state, history = train(state, x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed,
+                           steps=steps, train_step=step, progress=cfg.progress, **kw)
+    return state, history, time.perf_counter() - t0
+
+
+def _to_plain_model(data, name: str, vd_model: nnx.Module):
+    """``(plain zoo model with the removed weights at zero, its params, mask)``."""
+    plain = create_model(name, rngs=nnx.Rngs(0), input_shape=data.input_shape,
+                         num_classes=data.num_classes, **_model_kwargs(name, data))
+    params, mask = to_plain(vd_model, plain)
+    nnx.update(plain, apply_mask(params, mask))
+    return plain, params, mask
+
+
+def _vd(cfg: Config, data, name: str, steps: int, dense: dict, split) -> dict[str, Any]:
+    x_val, y_val = split[2:]
+    vd_model = _vd_model(cfg, data, name)
     if cfg.vd_init == "dense":
         _init_from(vd_model, dense["state"].model())
     elif cfg.vd_init != "scratch":
         raise ValueError(f"vd_init must be 'dense' or 'scratch', got {cfg.vd_init!r}")
-    state = create_train_state(vd_model, optax.adam(cfg.lr), key=cfg.seed)
-    step = make_vd_train_step(x_tr.shape[0], kl_warmup(min(cfg.vd_warmup, steps)))
-    t0 = time.perf_counter()
-    state, history = train(state, x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed,
-                           steps=steps, train_step=step, log_every=max(steps // 10, 1),
-                           progress=cfg.progress)
-    seconds = time.perf_counter() - t0
+    state, history, seconds = _train_vd(cfg, vd_model, optax.adam(cfg.lr), steps, split,
+                                        log_every=max(steps // 10, 1))
     # conversion into the plain zoo model + mask, evaluated with the ordinary train.evaluate
-    plain = create_model(name, rngs=nnx.Rngs(0), input_shape=data.input_shape,
-                         num_classes=data.num_classes, **_model_kwargs(name, data))
-    params, mask = to_plain(state.model(), plain)
-    nnx.update(plain, apply_mask(params, mask))
+    plain, params, mask = _to_plain_model(data, name, state.model())
     plain_state = create_train_state(plain, optax.adam(cfg.lr), key=0)
     vd_test = evaluate(state, data.x_test, data.y_test)["accuracy"]
     test = evaluate(plain_state, data.x_test, data.y_test)["accuracy"]
@@ -334,14 +350,8 @@ def _ssl_lenet5(cfg: Config, data, lam: float, steps: int, dense: dict, split) -
 
 def _structured_vd(cfg: Config, data, name: str, steps: int, dense: dict, split) -> dict[str, Any]:
     """Structured sparse VD (one log α per unit), converted and shrunk."""
-    x_tr, y_tr, x_val, y_val = split
-    rngs = nnx.Rngs(params=cfg.seed, dropout=cfg.seed + 1)
-    kw = _model_kwargs(name, data)
-    if name == "lenet300100":
-        vd_model = VDLeNet300100(math.prod(data.input_shape), data.num_classes, rngs=rngs,
-                                 structured=True)
-    else:
-        vd_model = VDLeNet5(data.input_shape, data.num_classes, rngs=rngs, structured=True, **kw)
+    x_val, y_val = split[2:]
+    vd_model = _vd_model(cfg, data, name, structured=True)
     _init_from(vd_model, dense["state"].model())
     # The unit noise (log σ², scale) moves at its own, larger learning rate: at 1e-3 per
     # Adam step, log σ² = -10 needs > 10^4 steps to reach the pruning threshold.
@@ -350,16 +360,8 @@ def _structured_vd(cfg: Config, data, name: str, steps: int, dense: dict, split)
                                        for k in path) else "weights", params)
     tx = optax.multi_transform({"weights": optax.adam(cfg.lr),
                                 "noise": optax.adam(cfg.svd_noise_lr)}, labels)
-    state = create_train_state(vd_model, tx, key=cfg.seed)
-    step = make_vd_train_step(x_tr.shape[0], kl_warmup(min(cfg.vd_warmup, steps)))
-    t0 = time.perf_counter()
-    state, _ = train(state, x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed, steps=steps,
-                     train_step=step, progress=cfg.progress)
-    seconds = time.perf_counter() - t0
-    plain = create_model(name, rngs=nnx.Rngs(0), input_shape=data.input_shape,
-                         num_classes=data.num_classes, **kw)
-    params, mask = to_plain(state.model(), plain)
-    nnx.update(plain, apply_mask(params, mask))
+    state, _, seconds = _train_vd(cfg, vd_model, tx, steps, split)
+    plain, _, mask = _to_plain_model(data, name, state.model())
     small = shrink(plain, mask, strict=False)
     report = _shrunk_report(dense["state"].model(), plain, small, data.x_test[:256], UNITS[name])
     small_state = create_train_state(small, optax.adam(cfg.lr), key=0)

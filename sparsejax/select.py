@@ -461,13 +461,10 @@ def _left_pad(x: jax.Array, ndim: int) -> jax.Array:
     return x.reshape((1,) * (ndim - x.ndim) + x.shape)
 
 
-def _normalize_groups(g, m, param_shape, structure, how: str) -> jax.Array:
+def _normalize_groups(g, already, how: str) -> jax.Array:
     """Group scores divided by their layer's L1 / L2 norm, max or mean over the groups
-    still alive (all groups if that statistic is 0 or no group is alive)."""
-    alive = jnp.ones(g.shape, bool)
-    if m is not None:
-        full = jnp.broadcast_to(_left_pad(m, len(param_shape)), param_shape)
-        alive = jnp.broadcast_to(structure._group_any(full), g.shape)
+    still alive (not ``already`` pruned; the score unchanged if that statistic is 0)."""
+    alive = jnp.ones(g.shape, bool) if already is None else jnp.broadcast_to(~already, g.shape)
     a = jnp.where(alive, jnp.abs(g), 0.0)
     if how == "l1":
         scale = jnp.sum(a)
@@ -487,18 +484,18 @@ def _prune_core(scores, masks, counts_hi, counts_lo, fractions, use_fraction, *,
     for lp, score, m in zip(plan.leaves, scores, masks):
         g = structure.reduce(score, plan.reduction) if lp.reduce else score
         g = jnp.asarray(g, jnp.float32)
+        already = None
+        if m is not None:
+            full = jnp.broadcast_to(_left_pad(m, len(lp.param_shape)), lp.param_shape)
+            already = ~structure._group_any(full)
         if plan.normalize is not None:
-            g = _normalize_groups(g, m, lp.param_shape, structure, plan.normalize)
+            g = _normalize_groups(g, already, plan.normalize)
         if lp.reduce or plan.normalize is not None:
             # Materialise the group scores once. Every radix pass and the final comparison
             # must see the same floats; XLA:GPU otherwise may fuse a copy of the reduction
             # into several consumers, whose sums can round differently (seen on an H100 for
             # a (5, 1, 25) kernel: a wrong count).
             g = lax.optimization_barrier(g)
-        already = None
-        if m is not None:
-            full = jnp.broadcast_to(_left_pad(m, len(lp.param_shape)), lp.param_shape)
-            already = ~structure._group_any(full)
         if isinstance(structure, NM):
             key = _nm_candidate_keys(_float_key(g, already), structure.n, structure.m)
             key_fns.append(lambda zero=None, key=key: key)

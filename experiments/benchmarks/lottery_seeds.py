@@ -59,12 +59,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
 from sparsejax import lottery
-from sparsejax.data import load_dataset, stratified_split
+from sparsejax.data import load_dataset
 from sparsejax.experiment.output import environment, markdown_table, write_json
 from sparsejax.models import mnist1d_mlp
 
@@ -88,20 +87,6 @@ class BenchConfig:
     hidden: tuple[int, ...] = (500, 500)
 
 
-def load_data(val_size: int) -> dict[str, jax.Array]:
-    """MNIST-1D train / val / test arrays on the device, split as in ``experiments/lottery.py``."""
-    data = load_dataset("mnist1d")
-    x_all = np.asarray(data.x_train, np.float32).reshape(len(data.x_train), -1)
-    y_all = np.asarray(data.y_train, np.int32)
-    tr_idx, va_idx = stratified_split(y_all, val_size, seed=0)
-    return {
-        "x_tr": jnp.asarray(x_all[tr_idx]), "y_tr": jnp.asarray(y_all[tr_idx]),
-        "x_va": jnp.asarray(x_all[va_idx]), "y_va": jnp.asarray(y_all[va_idx]),
-        "x_te": jnp.asarray(np.asarray(data.x_test, np.float32).reshape(len(data.x_test), -1)),
-        "y_te": jnp.asarray(data.y_test, jnp.int32),
-    }
-
-
 def _experiment():
     """``experiments/lottery.py`` as a module (its ``make_task_fns`` is the training step)."""
     name = "experiments_lottery"
@@ -112,6 +97,12 @@ def _experiment():
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def load_data(val_size: int) -> dict[str, jax.Array]:
+    """MNIST-1D train / val / test arrays on the device, split as in ``experiments/lottery.py``."""
+    arrays = _experiment().flat_split(load_dataset("mnist1d"), val_size)
+    return dict(zip(("x_tr", "y_tr", "x_va", "y_va", "x_te", "y_te"), arrays, strict=True))
 
 
 def make_fns(cfg: BenchConfig, data: dict[str, jax.Array]) -> dict[str, Any]:
