@@ -302,8 +302,8 @@ def _select_lowest(
     follows from the per-leaf counts, and further passes fix the flat index of
     the last pruned entry in that leaf, ``b`` bits at a time. Every pass is
     one variadic reduction per leaf (``2**b - 1`` counts from one read of the
-    scores) inside a single ``while_loop``; index passes run only when a split
-    is needed.
+    scores); the ``32 / b`` key passes run in a ``fori_loop`` of static trip
+    count, the index passes in a ``while_loop`` only when a split is needed.
 
     Args:
       key_fns: thunks returning each leaf's uint32 keys.
@@ -385,9 +385,9 @@ def _select_lowest(
         ibase = jnp.where(in_key, ibase, ibase + (per_leaf(digit).astype(_U32) << irem))
         return (p + 1, kbase, below, upto, ibase, *split(kbase, below, upto))
 
-    def more(state):
+    def more_index_passes(state):
         p, partial = state[0], state[-1]
-        return (p < key_passes) | ((p < key_passes + idx_passes) & jnp.any(partial))
+        return (p < key_passes + idx_passes) & jnp.any(partial)
 
     init = (
         jnp.zeros((), jnp.int32),
@@ -398,7 +398,12 @@ def _select_lowest(
         jnp.zeros(num_leaves, _U32),
         jnp.zeros(num_leaves, bool),
     )
-    _, kbase, _, _, ibase, need, partial = lax.while_loop(more, body, init)
+    # The key passes always run: a loop with a static trip count, which XLA:GPU runs without
+    # reading a predicate back to the host (a while_loop stalls the host once per pass: 16
+    # syncs per selection, most of the cost of a mask update on a small model). The index
+    # passes run only when a split is needed: one predicate read when none is.
+    state = lax.fori_loop(0, key_passes, lambda _, st: body(st), init)
+    _, kbase, _, _, ibase, need, partial = lax.while_loop(more_index_passes, body, state)
     bound = jnp.where(partial, ibase + _U32(1), jnp.where(need == 0, _U32(0), _U32(_KEY_EXCLUDED)))
     threshold = per_leaf(kbase)
     zero = lax.optimization_barrier(jnp.zeros((), _U32))

@@ -65,6 +65,7 @@ from sparsejax.data import batches as _batches
 from sparsejax.data import num_batches as _num_batches
 from sparsejax.metrics import accuracy as _accuracy
 from sparsejax.metrics import confusion_matrix, metrics_from_confusion
+from sparsejax.schedules import update_steps
 
 __all__ = [
     "TrainState",
@@ -72,6 +73,7 @@ __all__ = [
     "create_train_states",
     "evaluate",
     "make_eval_step",
+    "make_train_loop",
     "make_train_step",
     "train",
     "train_many_seeds",
@@ -404,6 +406,99 @@ def make_train_step(
         return (jax.vmap(one, in_axes=(0, batch_axis)) if vmap_seeds else one)(state, batch)
 
     return jax.jit(hinted_step, static_argnames="prune_now") if jit else hinted_step
+
+
+def make_train_loop(
+    schedule: Any,
+    loss_fn: LossFn = optax.softmax_cross_entropy_with_integer_labels,
+    *,
+    forward: Forward = _call,
+    metrics_fn: MetricsFn = _classification,
+    penalty: Penalty | None = None,
+    vmap_seeds: bool = False,
+    per_seed_batches: bool = False,
+    jit: bool = True,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """Build ``train_loop(state, batches, start) -> (state, metrics)``: many steps in one program.
+
+    Runs ``n`` consecutive training steps (the steps of :func:`make_train_step`)
+    on ``batches`` (the batch pytree with a leading axis of ``n``; with
+    ``vmap_seeds`` and ``per_seed_batches``: ``(n, S, B, ...)``) as one jitted
+    program, without a ``lax.cond`` for the pruning schedule. ``start`` is the
+    step number of the first of them (a Python int, equal to ``state.step``);
+    the update steps of ``schedule`` in ``[start, start + n)`` are computed on
+    the host (:func:`sparsejax.schedules.update_steps`), and the program runs
+    ``lax.scan`` over the steps between them with ``prune_now=False`` (exactly
+    :func:`sparsejax.transforms.keep_sparse` steps) and one ``prune_now=True``
+    step at each update. The result equals ``n`` calls of the ``lax.cond`` step
+    (``make_train_step()``), with no device-to-host read of a predicate: on a
+    GPU, a ``lax.cond`` in a training loop stalls the host on every step, which
+    costs launch-bound models 10-80% of the step time
+    (``experiments/benchmarks/pruning_overhead.py``).
+
+    One compilation per distinct placement of updates in the window (windows of
+    ``n`` steps aligned with a periodic schedule share one), plus one per batch
+    shape.
+
+    Args:
+      schedule: the pruning schedule of the optimizer's
+        :func:`sparsejax.transforms.pruning` (anything with ``is_update``).
+        With several pruning transforms, pass one whose updates cover all of
+        theirs.
+      loss_fn, forward, metrics_fn, penalty, vmap_seeds, per_seed_batches: as in
+        :func:`make_train_step`.
+      jit: wrap the program in ``jax.jit`` (``False`` runs it eagerly).
+
+    Returns:
+      ``train_loop(state, batches, start)``: the state after the ``n`` steps and
+      the metrics of every step stacked along a leading axis of ``n``.
+
+    Raises:
+      ValueError: ``start`` is not an int >= 0, or ``batches`` has leaves with
+        different leading sizes or no steps.
+    """
+    if not callable(getattr(schedule, "is_update", None)):
+        raise TypeError(
+            f"make_train_loop: schedule must have is_update(step), got {schedule!r}; use "
+            "sparsejax.schedules (one_shot, constant, periodic, polynomial, iterative)"
+        )
+    step = make_train_step(
+        loss_fn, forward=forward, metrics_fn=metrics_fn, penalty=penalty, vmap_seeds=vmap_seeds,
+        per_seed_batches=per_seed_batches, host_schedule=True, jit=False,
+    )
+
+    def run(state, batches, updates):
+        n = jax.tree.leaves(batches)[0].shape[0]
+        parts, pos = [], 0
+        for u in (*updates, n):
+            if u > pos:  # plain steps pos .. u-1 (indexing batches: no sliced copy)
+                state, metrics = jax.lax.scan(
+                    lambda st, i: step(st, jax.tree.map(lambda b: b[i], batches), False),
+                    state,
+                    jnp.arange(pos, u),
+                )
+                parts.append(metrics)
+            if u < n:  # the update step u
+                state, metrics = step(state, jax.tree.map(lambda b, i=u: b[i], batches), True)
+                parts.append(jax.tree.map(lambda m: m[None], metrics))
+            pos = u + 1
+        return state, jax.tree.map(lambda *ms: jnp.concatenate(ms), *parts)
+
+    program = jax.jit(run, static_argnames="updates") if jit else run
+
+    def train_loop(state, batches, start):
+        start = _check_int("train_loop: start", start, 0)
+        sizes = {np.shape(b)[0] if np.ndim(b) else None for b in jax.tree.leaves(batches)}
+        if len(sizes) != 1 or None in sizes or 0 in sizes:
+            raise ValueError(
+                "train_loop: every leaf of batches needs the same leading (step) axis of size "
+                f">= 1, got leading sizes {sorted(map(str, sizes))}"
+            )
+        (n,) = sizes
+        updates = tuple(int(t) - start for t in update_steps(schedule, start + n, start))
+        return program(state, batches, updates=updates)
+
+    return train_loop
 
 
 def make_eval_step(

@@ -486,3 +486,45 @@ def test_plain_arrays_state_trains_exactly_like_the_variable_state(data):
                                         plain_arrays=True)
     assert many.params["fc1"]["kernel"].shape == (2, IN, HIDDEN)
     assert not any(is_var(v) for v in jax.tree.leaves(many.rest, is_leaf=is_var))
+
+
+def test_train_loop_equals_the_lax_cond_steps(data):
+    """make_train_loop: n steps in one program, updates placed on the host, same results."""
+    from sparsejax import schedules, scores, transforms
+
+    sched = schedules.polynomial(0.0, 0.5, begin=2, end=6, every=2)
+    tx = transforms.pruning(optax.adam(1e-2), schedule=sched,
+                            score=lambda params, grads: scores.magnitude(params))
+    x, y = data
+    batches = [(jnp.asarray(x[i:i + 8]), jnp.asarray(y[i:i + 8])) for i in range(0, 40, 8)]
+    plain_step = sj_train.make_train_step()
+    loop = sj_train.make_train_loop(sched)
+    a = b = c = sj_train.create_train_state(make_net(0), tx, key=1)
+    history = []
+    for t in range(10):  # steps 0..9: updates at 2, 4, 6
+        a, metrics = plain_step(a, batches[t % 5])
+        history.append(metrics)
+    stacked = jax.tree.map(lambda *bs: jnp.stack(bs), *batches)
+    # two windows of 5 steps: updates at offsets (2, 4) then (1,)
+    for start in (0, 5):
+        b, metrics_b = loop(b, stacked, start)
+        want = jax.tree.map(lambda *ms: jnp.stack(ms), *history[start:start + 5])
+        chex.assert_trees_all_close(metrics_b, want, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_equal(transforms.current_mask(a.opt_state),
+                                transforms.current_mask(b.opt_state))
+    chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
+    assert int(b.step) == 10
+    kept = np.asarray(transforms.current_mask(b.opt_state)["fc1"]["kernel"].value)
+    assert int((~kept).sum()) == IN * HIDDEN // 2
+    # eager (jit=False) gives the same
+    eager = sj_train.make_train_loop(sched, jit=False)
+    for start in (0, 5):
+        c, _ = eager(c, stacked, start)
+    chex.assert_trees_all_equal(transforms.current_mask(c.opt_state),
+                                transforms.current_mask(b.opt_state))
+    with pytest.raises(ValueError, match=r"start must be an int >= 0, got -1"):
+        loop(b, stacked, -1)
+    with pytest.raises(ValueError, match=r"same leading \(step\) axis"):
+        loop(b, (stacked[0], stacked[1][:3]), 10)
+    with pytest.raises(TypeError, match=r"schedule must have is_update"):
+        sj_train.make_train_loop(0.5)
