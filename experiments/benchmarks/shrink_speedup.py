@@ -18,7 +18,10 @@ a CIFAR ResNet-56 by their L1 norm; the block's internal channels (``conv1`` out
    bfloat16) for each ``--batch`` size: compile + ``--warmup`` calls, then ``--repeats``
    repetitions of ``--iters`` calls each; the table gives the median time per call with
    the calls dispatched back to back and one ``block_until_ready`` at the end
-   (throughput), and beside it the latency with a block after every call.
+   (throughput), and beside it the latency with a block after every call;
+6. with ``--profile``, traces ``--iters`` calls of each model per batch size with
+   :func:`sparsejax.experiment.kernel_times` and records the device-busy time, the
+   kernels per call and the longest kernels (GPU): where the FLOPs saving is lost.
 
 Random data: the timings do not depend on the values.
 
@@ -49,6 +52,7 @@ from flax import nnx
 
 import sparsejax as sj
 from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.experiment.profiling import kernel_times
 from sparsejax.metrics import flops
 from sparsejax.models import CifarResNet
 from sparsejax.structured import coupled_groups, group_mask, keep_sets, shrink
@@ -120,6 +124,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="parameters, statistics and inputs of the timed forward")  # fmt: skip
+    parser.add_argument("--profile", action="store_true",
+                        help="per-kernel device times of both models (jax.profiler trace)")
     parser.add_argument(
         "--out", type=pathlib.Path, default=None,
         help="JSON output path (default results/shrink_speedup_<backend>.json; a .md beside it)",
@@ -174,7 +180,7 @@ def main() -> None:
     f_dense, s_dense = forward_fn(dense, dtype)
     f_small, s_small = forward_fn(small, dtype)
     rng = np.random.default_rng(args.seed)
-    rows = []
+    rows, profiles = [], []
     for b in args.batch:
         x = jax.device_put(jnp.asarray(rng.normal(size=(b, 32, 32, 3)), dtype))
         td = time_forward(f_dense, s_dense, x, args.warmup, args.repeats, args.iters)
@@ -194,6 +200,11 @@ def main() -> None:
             "shrunk_images_per_s": b / ts["median_s"],
         }
         row["ratio"] = row["speedup"] / theory
+        if args.profile:
+            for name, f, s in (("dense", f_dense, s_dense), ("shrunk", f_small, s_small)):
+                prof = kernel_times(f, s, x, calls=args.iters)
+                row[f"{name}_profile"] = prof.to_dict()
+                profiles.append((b, name, prof))
         rows.append(row)
         print(
             f"B={b:5d} dense {row['dense_ms']:9.3f} ms  shrunk {row['shrunk_ms']:9.3f} ms  "
@@ -253,7 +264,20 @@ def main() -> None:
             "results": rows,
         },
     )
-    out.with_suffix(".md").write_text(header + "\n" + table + "\n")
+    sections = [header, table]
+    if profiles:
+        sections.append(
+            f"## Device kernels per call (jax.profiler trace of {args.iters} calls)\n\n"
+            + markdown_table(
+                [{"batch": b, "model": name, "busy": p.busy_us, "span": p.span_us,
+                  "kernels": p.kernels} for b, name, p in profiles],
+                [("batch", "{batch}"), ("model", "{model}"), ("device busy (µs)", "{busy:.1f}"),
+                 ("first to last kernel (µs)", "{span:.1f}"), ("kernels", "{kernels:g}")],
+            )
+        )
+        for b, name, p in profiles:
+            sections.append(f"### batch {b}, {name}: longest kernels\n\n" + p.table(top=8))
+    out.with_suffix(".md").write_text("\n\n".join(sections) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Experiment runner utilities: configs + CLI, output directories, tables and plots."""
+"""Experiment runner utilities: configs + CLI, output directories, tables, plots, kernel profiles."""
 
 from sparsejax.experiment.config import config_to_dict, parse_config
 from sparsejax.experiment.output import (
@@ -9,11 +9,14 @@ from sparsejax.experiment.output import (
     write_json,
 )
 from sparsejax.experiment.plots import layer_sparsity_bars, tradeoff_curve
+from sparsejax.experiment.profiling import KernelTimes, kernel_times
 
 __all__ = [
+    "KernelTimes",
     "aggregate",
     "config_to_dict",
     "environment",
+    "kernel_times",
     "layer_sparsity_bars",
     "markdown_table",
     "parse_config",
