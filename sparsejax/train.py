@@ -408,6 +408,38 @@ def make_train_step(
     return jax.jit(hinted_step, static_argnames="prune_now") if jit else hinted_step
 
 
+def _loop_plan(flags: np.ndarray) -> tuple[tuple[int, tuple[tuple[bool, int], ...]], ...]:
+    """Steps of a window → ``((repetitions, ((prune_now, length), ...)), ...)``.
+
+    Consecutive steps of the same kind form a run; a (plain run, update run)
+    pair repeated back to back (a periodic schedule) becomes one entry with its
+    repetition count, so the program's size grows with the number of distinct
+    stretches of the window, not with its number of updates.
+
+    >>> _loop_plan(np.array([0, 0, 1, 0, 0, 1, 0, 0, 1, 0], bool))
+    ((3, ((False, 2), (True, 1))), (1, ((False, 1),)))
+    """
+    runs: list[tuple[bool, int]] = []
+    for flag in flags.tolist():
+        if runs and runs[-1][0] == flag:
+            runs[-1] = (flag, runs[-1][1] + 1)
+        else:
+            runs.append((flag, 1))
+    plan, i = [], 0
+    while i < len(runs):
+        pair = tuple(runs[i : i + 2])
+        reps = 1
+        while len(pair) == 2 and tuple(runs[i + 2 * reps : i + 2 * reps + 2]) == pair:
+            reps += 1
+        if reps > 1:
+            plan.append((reps, pair))
+            i += 2 * reps
+        else:
+            plan.append((1, (runs[i],)))
+            i += 1
+    return tuple(plan)
+
+
 def make_train_loop(
     schedule: Any,
     loss_fn: LossFn = optax.softmax_cross_entropy_with_integer_labels,
@@ -438,7 +470,9 @@ def make_train_loop(
 
     One compilation per distinct placement of updates in the window (windows of
     ``n`` steps aligned with a periodic schedule share one), plus one per batch
-    shape.
+    shape. A periodic stretch of the window (``k`` plain steps, then an update,
+    repeated) is one nested scan, so the program does not grow with the number
+    of updates (``every=1`` is a single scan).
 
     Args:
       schedule: the pruning schedule of the optimizer's
@@ -467,24 +501,41 @@ def make_train_loop(
         per_seed_batches=per_seed_batches, host_schedule=True, jit=False,
     )
 
-    def run(state, batches, updates):
-        n = jax.tree.leaves(batches)[0].shape[0]
+    def steps(state, batches, indices, prune_now):
+        """``lax.scan`` of steps on ``batches[indices]`` (indexing: no sliced copy)."""
+        return jax.lax.scan(
+            lambda st, i: step(st, jax.tree.map(lambda b: b[i], batches), prune_now),
+            state,
+            indices,
+        )
+
+    def run(state, batches, plan):
         parts, pos = [], 0
-        for u in (*updates, n):
-            if u > pos:  # plain steps pos .. u-1 (indexing batches: no sliced copy)
+        for reps, group in plan:
+            period = sum(length for _, length in group)
+
+            def once(state, base, group=group):
+                metrics, offset = [], 0
+                for prune_now, length in group:
+                    state, m = steps(state, batches, base + offset + jnp.arange(length), prune_now)
+                    metrics.append(m)
+                    offset += length
+                return state, jax.tree.map(lambda *ms: jnp.concatenate(ms), *metrics)
+
+            if reps == 1:
+                state, metrics = once(state, pos)
+            else:  # a repeated (plain run, update run) pair: one scan over its repetitions
                 state, metrics = jax.lax.scan(
-                    lambda st, i: step(st, jax.tree.map(lambda b: b[i], batches), False),
+                    lambda st, r, pos=pos, period=period, once=once: once(st, pos + r * period),
                     state,
-                    jnp.arange(pos, u),
+                    jnp.arange(reps),
                 )
-                parts.append(metrics)
-            if u < n:  # the update step u
-                state, metrics = step(state, jax.tree.map(lambda b, i=u: b[i], batches), True)
-                parts.append(jax.tree.map(lambda m: m[None], metrics))
-            pos = u + 1
+                metrics = jax.tree.map(lambda m: m.reshape((-1, *m.shape[2:])), metrics)
+            parts.append(metrics)
+            pos += reps * period
         return state, jax.tree.map(lambda *ms: jnp.concatenate(ms), *parts)
 
-    program = jax.jit(run, static_argnames="updates") if jit else run
+    program = jax.jit(run, static_argnames="plan") if jit else run
 
     def train_loop(state, batches, start):
         start = _check_int("train_loop: start", start, 0)
@@ -495,8 +546,9 @@ def make_train_loop(
                 f">= 1, got leading sizes {sorted(map(str, sizes))}"
             )
         (n,) = sizes
-        updates = tuple(int(t) - start for t in update_steps(schedule, start + n, start))
-        return program(state, batches, updates=updates)
+        flags = np.zeros(n, bool)
+        flags[update_steps(schedule, start + n, start) - start] = True
+        return program(state, batches, plan=_loop_plan(flags))
 
     return train_loop
 

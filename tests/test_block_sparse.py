@@ -418,6 +418,22 @@ def test_choose_launch_picks_the_largest_fitting(kernel, tiling, m, block, items
     assert got.smem_bytes == smem_bytes(rows, cols, got.block_k, got.num_stages, itemsize, itemsize)
 
 
+def test_choose_launch_prefers_two_stages_for_short_loops():
+    """At most SHORT_LOOP_BLOCKS kept blocks per program: 2 pipeline stages come first."""
+    from sparsejax.kernels.block_sparse import SHORT_LOOP_BLOCKS
+
+    kw = dict(m=2048, block=(128, 128), itemsize=2, limit=H100)
+    long = choose_launch("fwd", Tiling(), **kw, blocks_per_program=8.0)
+    assert long == choose_launch("fwd", Tiling(), **kw) == Launch(128, 64, 4, 4, 163840)
+    # 4096² at 90%: 3.2 blocks per column -> 2 stages of 64-row chunks
+    short = choose_launch("fwd", Tiling(), **kw, blocks_per_program=3.2)
+    assert short == Launch(128, 64, 4, 2, 2 * 256 * 64 * 2 + 128 * 128 * 2)
+    assert choose_launch("dx", Tiling(), **kw, blocks_per_program=SHORT_LOOP_BLOCKS).num_stages == 2
+    # a given num_stages wins; ddata (a loop over M) ignores the hint
+    assert choose_launch("fwd", Tiling(num_stages=4), **kw, blocks_per_program=1.0).num_stages == 4
+    assert choose_launch("ddata", Tiling(), **kw, blocks_per_program=1.0).num_stages == 4
+
+
 def test_choose_launch_rejects_configs_that_cannot_fit():
     full = Tiling(block_m=128, block_k=128, num_warps=4, num_stages=3)
     with pytest.raises(ValueError, match=r"fwd tiling 128:128:4:3 .* needs 458752 bytes .* 232448"):

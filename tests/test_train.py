@@ -528,3 +528,26 @@ def test_train_loop_equals_the_lax_cond_steps(data):
         loop(b, (stacked[0], stacked[1][:3]), 10)
     with pytest.raises(TypeError, match=r"schedule must have is_update"):
         sj_train.make_train_loop(0.5)
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_train_loop_periodic_updates_are_one_scan(data, every):
+    """Updates every step / every other step: a nested scan, same states as the cond step."""
+    from sparsejax import schedules, scores, transforms
+
+    sched = schedules.polynomial(0.0, 0.6, begin=1, end=9, every=every)
+    tx = transforms.pruning(optax.sgd(0.05, momentum=0.9), schedule=sched,
+                            score=lambda params, grads: scores.magnitude(params))
+    x, y = data
+    stacked = (jnp.asarray(x[:40]).reshape(5, 8, IN), jnp.asarray(y[:40]).reshape(5, 8))
+    plan = sj_train._loop_plan(
+        np.isin(np.arange(5), schedules.update_steps(sched, 5)))
+    assert len(plan) <= 3  # not one entry per update
+    a = b = sj_train.create_train_state(make_net(0), tx, key=1)
+    for t in range(5):
+        a, _ = STEP(a, (stacked[0][t], stacked[1][t]))
+    b, metrics = sj_train.make_train_loop(sched)(b, stacked, 0)
+    assert metrics["loss"].shape == (5,)
+    chex.assert_trees_all_equal(transforms.current_mask(a.opt_state),
+                                transforms.current_mask(b.opt_state))
+    chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)

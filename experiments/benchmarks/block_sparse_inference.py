@@ -134,14 +134,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         configs = {text: inference_config(text, args.interpret) for text in args.configs}
     except ValueError as e:
         p.error(str(e))
-    launches = {}
-    for text, cfg in configs.items():  # the same launch for fc1 and fc2 (same M and block)
-        try:
-            launches[text] = str(choose_launch(
+    def launch_text(cfg: KernelConfig, sparsity: float) -> str:
+        """The forward launches of fc1 / fc2 (kept blocks per block column differ)."""
+        return " / ".join(
+            str(choose_launch(
                 "fwd", cfg.fwd, m=args.tokens, block=(args.block, args.block),
-                itemsize=dtype.itemsize, limit=smem_limit()))
-        except ValueError as e:
-            p.error(f"--configs {text}: {e}")
+                itemsize=dtype.itemsize, limit=smem_limit(),
+                blocks_per_program=(1 - sparsity) * k_in / args.block))
+            for k_in in (args.d_model, args.d_ff)
+        )
+
+    launches = {}
+    for text, cfg in configs.items():
+        for s in args.sparsities:
+            try:
+                launches[text, s] = launch_text(cfg, s)
+            except ValueError as e:
+                p.error(f"--configs {text}: {e}")
     print(f"device: {env['device']}, jax {env['jax']}, FFN {args.d_model}->{args.d_ff}->"
           f"{args.d_model}, {args.tokens} tokens, {dtype}, block {args.block}", flush=True)
     model = dense_ffn(args.d_model, args.d_ff, dtype, args.seed)
@@ -169,10 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                         (jnp.max(jnp.abs(ref)) + 1e-30))
             t = bench(fs, (ss, x), args.reps, args.inner)
             rows.append({"model": f"block-sparse {s:.2f}", "config": text,
-                         "launch": launches[text], "sparsity": s, "ms": t * 1e3,
+                         "launch": launches[text, s], "sparsity": s, "ms": t * 1e3,
                          "tokens_per_s": args.tokens / t, "speedup": t_dense / t,
                          "max_rel_err": err})
-            print(f"block-sparse {s:.2f} [{text} = {launches[text]}]: {t * 1e3:.3f} ms, "
+            print(f"block-sparse {s:.2f} [{text} = {launches[text, s]}]: {t * 1e3:.3f} ms, "
                   f"{args.tokens / t:,.0f} tokens/s, {t_dense / t:.2f}x, rel err {err:.1e}",
                   flush=True)
             del ss

@@ -156,10 +156,11 @@ def kernel_config(text: str, interpret: bool = False, *, backward: bool = True) 
                         dx=tiling if backward else Tiling(), balance=balance)
 
 
-def resolved(text: str, m: int, block: int, itemsize: int) -> str:
+def resolved(text: str, m: int, block: int, itemsize: int, blocks_per_program: float) -> str:
     """The forward launch ``block_m:block_k:num_warps:num_stages`` a config resolves to."""
     launch = choose_launch("fwd", parse_config(text)[0], m=m, block=(block, block),
-                           itemsize=itemsize, limit=smem_limit())
+                           itemsize=itemsize, limit=smem_limit(),
+                           blocks_per_program=blocks_per_program)
     return f"{launch} ({launch.smem_bytes} B)"
 
 
@@ -339,7 +340,8 @@ def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
                 for text in args.configs:
                     extra = {"config": text}
                     try:
-                        extra["launch"] = resolved(text, m, block, dtype.itemsize)
+                        extra["launch"] = resolved(text, m, block, dtype.itemsize,
+                                                   mat.nnz_blocks / (n // block))
                     except ValueError as e:  # does not fit in shared memory: skip, say why
                         rows.append({**base, "method": "kernel_config", **extra,
                                      "skipped": str(e)[:400]})

@@ -96,6 +96,7 @@ from jax.experimental import pallas as pl
 __all__ = [
     "BACKENDS",
     "KERNELS",
+    "SHORT_LOOP_BLOCKS",
     "KernelConfig",
     "Launch",
     "Tiling",
@@ -328,9 +329,16 @@ def _kernel_dims(kernel: str, block: tuple[int, int]) -> tuple[int | None, int, 
     raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
 
 
+#: Kept blocks per program (``fwd``: per block column, ``dx``: per block row) at or below
+#: which unset ``num_stages`` prefer 2: a loop of a few blocks gains nothing from a deeper
+#: software pipeline, whose prologue it pays in full.
+SHORT_LOOP_BLOCKS = 4.0
+
+
 def choose_launch(
     kernel: str, tiling: Tiling, *, m: int, block: tuple[int, int], itemsize: int,
     out_itemsize: int | None = None, limit: int = _HOPPER_SMEM,
+    blocks_per_program: float | None = None,
 ) -> Launch:
     """Resolve a :class:`Tiling` into a :class:`Launch` that fits ``limit`` bytes of shared memory.
 
@@ -343,8 +351,16 @@ def choose_launch(
     a deeper pipeline of smaller chunks hides more latency than a shallow one
     of whole blocks: on an H200, bf16, 128 x 128 blocks, ``128:64:4:4`` ran
     1.5x faster than ``128:128:4:3`` at 75% block sparsity, see
-    ``experiments/benchmarks/results/block_sparse_matmul_gpu.md``). ``num_warps``: 8 for output tiles of
-    ≥ 32768 elements (e.g. 256 × 128), else 4.
+    ``experiments/benchmarks/results/block_sparse_matmul_gpu.md``). With at most
+    :data:`SHORT_LOOP_BLOCKS` kept blocks per program on average
+    (``blocks_per_program``; ``fwd``/``dx`` only), ``num_stages`` 2 with chunks of at
+    most 64 rows comes first: on
+    an H100, 4096² at 90% block sparsity (3.2 blocks per column, bf16),
+    ``128:64:4:2`` ran in 37–45 µs vs 41–49 µs for ``128:64:4:4`` in three runs,
+    while at 75% (8 blocks) the two tied (``experiments/benchmarks/results/``
+    ``block_sparse_sweep_4096_gpu-h100-stages.md``, ``block_sparse_sweep2_…``,
+    ``block_sparse_auto_4096_gpu-h100.md``).
+    ``num_warps``: 8 for output tiles of ≥ 32768 elements (e.g. 256 × 128), else 4.
 
     Args:
       kernel: ``"fwd"``, ``"dx"`` or ``"ddata"``.
@@ -354,6 +370,9 @@ def choose_launch(
       itemsize: bytes per element of the operands.
       out_itemsize: bytes per output element (default ``itemsize``).
       limit: shared memory per thread block (bytes), see :func:`smem_limit`.
+      blocks_per_program: average kept blocks each program loops over
+        (``nnzb / block columns`` for ``fwd``, ``nnzb / block rows`` for ``dx``);
+        ``None``: unknown (long loops assumed).
 
     Returns:
       The launch, with its :func:`smem_bytes` estimate.
@@ -389,7 +408,16 @@ def choose_launch(
             chunk_opts = [tiling.block_k]
         else:
             chunk_opts = [c for c in (inner >> s for s in range(8)) if c >= 16]
-    stage_groups = [[tiling.num_stages]] if tiling.num_stages is not None else [[4, 3], [2], [1]]
+    short = (
+        fixed_rows is None and blocks_per_program is not None
+        and blocks_per_program <= SHORT_LOOP_BLOCKS
+    )
+    if tiling.num_stages is not None:
+        stage_groups = [[tiling.num_stages]]
+    else:
+        stage_groups = [[2], [1]] if short else [[4, 3], [2], [1]]
+    if short and tiling.block_k is None:  # 64-row chunks first: a 2-deep pipeline of halves
+        chunk_opts = [c for c in chunk_opts if c <= 64] + [c for c in chunk_opts if c > 64]
     for rows in rows_opts:
         for group in stage_groups:
             for stages in group:
@@ -423,11 +451,14 @@ def check_pallas_block(block: tuple[int, int]) -> None:
             )
 
 
-def _launch(cfg: KernelConfig, kernel: str, m: int, block, dtype, out_dtype=None) -> Launch:
+def _launch(
+    cfg: KernelConfig, kernel: str, m: int, block, dtype, out_dtype=None,
+    blocks_per_program: float | None = None,
+) -> Launch:
     return choose_launch(
         kernel, getattr(cfg, kernel), m=m, block=block, itemsize=jnp.dtype(dtype).itemsize,
         out_itemsize=jnp.dtype(out_dtype if out_dtype is not None else dtype).itemsize,
-        limit=cfg.resolved_smem_limit(),
+        limit=cfg.resolved_smem_limit(), blocks_per_program=blocks_per_program,
     )
 
 
@@ -611,7 +642,7 @@ def spmm(
         return jnp.zeros((m, nbc * bn), x.dtype)
     if cfg.resolved_backend() == "pallas":
         check_pallas_block((bk, bn))
-        launch = _launch(cfg, "fwd", m, (bk, bn), x.dtype)
+        launch = _launch(cfg, "fwd", m, (bk, bn), x.dtype, blocks_per_program=nnzb / nbc)
         return _pallas_spmm(
             x, data, rows, None, col_ptr, _order(col_order, nbc, cfg), bk_in=bk, bn_out=bn,
             transpose=False, launch=launch, cfg=cfg,
@@ -648,7 +679,7 @@ def spmm_t(
         return jnp.zeros((m, nbr * bk), dy.dtype)
     if cfg.resolved_backend() == "pallas":
         check_pallas_block((bk, bn))
-        launch = _launch(cfg, "dx", m, (bk, bn), dy.dtype)
+        launch = _launch(cfg, "dx", m, (bk, bn), dy.dtype, blocks_per_program=nnzb / nbr)
         return _pallas_spmm(
             dy, data, t_cols, t_blocks, row_ptr, _order(row_order, nbr, cfg), bk_in=bn,
             bn_out=bk, transpose=True, launch=launch, cfg=cfg,
