@@ -551,3 +551,28 @@ def test_train_loop_periodic_updates_are_one_scan(data, every):
     chex.assert_trees_all_equal(transforms.current_mask(a.opt_state),
                                 transforms.current_mask(b.opt_state))
     chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
+
+
+def test_train_loop_vmapped_seeds_equals_the_vmapped_cond_step(data):
+    """make_train_loop(vmap_seeds=True): all seeds share the host-placed updates."""
+    from sparsejax import schedules, scores, transforms
+
+    sched = schedules.polynomial(0.0, 0.5, begin=1, end=3, every=2)
+    tx = transforms.pruning(optax.adam(1e-2), schedule=sched,
+                            score=lambda params, grads: scores.magnitude(params))
+    x, y = data
+    stacked = (jnp.asarray(x[:32]).reshape(4, 8, IN), jnp.asarray(y[:32]).reshape(4, 8))
+    states = sj_train.create_train_states(make_net, tx, jax.random.split(jax.random.key(0), 2))
+    many = sj_train.make_train_step(vmap_seeds=True)
+    a = states
+    for t in range(4):
+        a, _ = many(a, (stacked[0][t], stacked[1][t]))
+    b, metrics = sj_train.make_train_loop(sched, vmap_seeds=True)(states, stacked, 0)
+    assert metrics["loss"].shape == (4, 2)  # (steps, seeds)
+    chex.assert_trees_all_equal(transforms.current_mask(a.opt_state),
+                                transforms.current_mask(b.opt_state))
+    chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
+    kept = np.asarray(transforms.current_mask(b.opt_state)["fc1"]["kernel"].value)
+    assert kept.shape == (2, IN, HIDDEN)
+    assert [int((~k).sum()) for k in kept] == [IN * HIDDEN // 2] * 2
+
