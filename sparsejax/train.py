@@ -49,6 +49,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -419,12 +420,7 @@ def _loop_plan(flags: np.ndarray) -> tuple[tuple[int, tuple[tuple[bool, int], ..
     >>> _loop_plan(np.array([0, 0, 1, 0, 0, 1, 0, 0, 1, 0], bool))
     ((3, ((False, 2), (True, 1))), (1, ((False, 1),)))
     """
-    runs: list[tuple[bool, int]] = []
-    for flag in flags.tolist():
-        if runs and runs[-1][0] == flag:
-            runs[-1] = (flag, runs[-1][1] + 1)
-        else:
-            runs.append((flag, 1))
+    runs = [(flag, len(list(group))) for flag, group in itertools.groupby(flags.tolist())]
     plan, i = [], 0
     while i < len(runs):
         pair = tuple(runs[i : i + 2])

@@ -152,11 +152,13 @@ class Runner:
     """
 
     def __init__(self, make_model, tx, batches, step_kwargs, steps, loop, *, plain=True,
-                 update_at=None, schedule=None):
-        # update_at: the host knows the update steps (a set of step numbers), no lax.cond;
-        # with the device loop, schedule (the same schedule) places them in make_train_loop
-        self.update_at = update_at
-        self.step = sj_train.make_train_step(**step_kwargs, host_schedule=update_at is not None)
+                 schedule=None):
+        # schedule: the host knows the update steps, no lax.cond (python loop: prune_now per
+        # step; device loop: make_train_loop). Windows cover steps 1 .. steps (after the
+        # compile step), so the host needs the update steps below 1 + steps.
+        host = schedule is not None
+        self.update_at = set(sj.schedules.update_steps(schedule, 1 + steps).tolist()) if host else None
+        self.step = sj_train.make_train_step(**step_kwargs, host_schedule=host)
         self.state = sj_train.create_train_state(
             make_model(jax.random.key(0)), tx, key=jax.random.key(1), plain_arrays=plain
         )
@@ -174,7 +176,7 @@ class Runner:
                 return jax.lax.fori_loop(0, steps, body, state)
 
             self.many = jax.jit(many)
-            if update_at is not None:
+            if host:
                 train_loop = sj_train.make_train_loop(schedule, **step_kwargs)
                 window = jax.tree.map(lambda x: x[np.arange(steps) % n], stacked)
                 self.many = lambda state: train_loop(state, window, self.host_step)[0]
@@ -182,7 +184,7 @@ class Runner:
         self.host_step = 0
         self.state = self._run(1) if loop == "python" else self.many(self.state)
         self.host_step = 1 if loop == "python" else steps
-        if update_at is not None and loop == "python":  # compile the other value of prune_now
+        if host and loop == "python":  # compile the other value of prune_now
             jax.block_until_ready(self.step(self.state, batches[0], prune_now=True))
             jax.block_until_ready(self.step(self.state, batches[0], prune_now=False))
         jax.block_until_ready(self.state)
@@ -256,14 +258,13 @@ def main() -> None:
             make_model(jax.random.key(0)), optax.identity(), key=0, plain_arrays=plain).params
         n_params = sum(x.size for x in jax.tree.leaves(params))
         fixed = sj.prune(sj.scores.magnitude(params), 0.5, prunable=kernels)
-        # (name, scope, tx, state of plain arrays?, host update steps or None)
+        # (name, scope, tx, state of plain arrays?, schedule placed on the host or None)
         variants: list[tuple[str, str, Any, bool, Any]] = [
             ("dense", "-", tx, plain, None),
             ("dense_again", "-", tx, plain, None),
             ("dense_variables", "-", tx, False, None),
             ("keep_sparse", "-", sj.keep_sparse(tx, fixed), plain, None),
         ]
-        horizon = 2 + args.steps  # compile step + timed window
         for scope in args.scopes:
             schedules = {
                 "ordinary": sj.schedules.polynomial(0.0, 0.9, begin=FAR, end=FAR + 100, every=100),
@@ -274,15 +275,13 @@ def main() -> None:
             for label, sched in schedules.items():
                 variants.append((label, scope, pruned_tx(tx, sched, scope), plain, None))
             for label, sched in schedules.items():
-                update_at = set(sj.schedules.update_steps(sched, horizon).tolist())
-                variants.append(
-                    (f"{label}_host", scope, pruned_tx(tx, sched, scope), plain, (update_at, sched)))
+                variants.append((f"{label}_host", scope, pruned_tx(tx, sched, scope), plain, sched))
         if args.variants:
             variants = [v for v in variants if v[0] in args.variants or v[0] == "dense"]
         runners = [
             Runner(make_model, t, batches, step_kwargs, args.steps, args.loop, plain=p,
-                   update_at=None if u is None else u[0], schedule=None if u is None else u[1])
-            for _, _, t, p, u in variants
+                   schedule=host)
+            for _, _, t, p, host in variants
         ]
         for _ in range(args.repeats):  # round-robin: drifts hit every variant alike
             for runner in runners:
