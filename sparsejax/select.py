@@ -44,6 +44,20 @@ stay sharded. Counts are exact beyond ``2**32`` (two ``uint32`` words), while
 x64 stays off. Compile time grows with the number of prunable leaves (a few
 reductions each); run time with the number of entries times ``32 / b``.
 
+**Sampled search** (``search="sampled"``, the default for global selection
+over ``2**22`` or more groups on an accelerator): a sorted strided sample of
+about ``2**20`` keys brackets the threshold; one pass per leaf counts the keys
+below the bracket and scatters the keys inside it (about 0.4% of them) into a
+``2**18``-bin histogram, which usually fixes all 32 bits of the threshold; the
+mask is the second and last pass. On NVIDIA GPUs both passes are Pallas
+kernels (:mod:`sparsejax.kernels.selection`). A bracket the sample misses is
+detected exactly and the radix passes take over, so the mask is the same bit
+for bit. Only the sample, per-leaf counts and the histograms cross devices.
+When entries tied with the threshold must be split, the sampled search finds
+the last one taken with two histogram reads (by flat position) of the leaf
+that holds the split; the radix search's index passes for one global target
+also read only that leaf.
+
 References:
   Evci, Gale, Menick, Castro, Elsen. "Rigging the Lottery: Making All Tickets
   Winners", ICML 2020 (ERK distribution).
@@ -75,7 +89,14 @@ from sparsejax._tree import (
 from sparsejax.masks import validate_mask
 from sparsejax.structures import NM, REDUCTIONS, Structure, Unstructured
 
-__all__ = ["DISTRIBUTIONS", "SCOPES", "default_bits_per_pass", "erk_sparsities", "prune"]
+__all__ = [
+    "DISTRIBUTIONS",
+    "SCOPES",
+    "SEARCHES",
+    "default_bits_per_pass",
+    "erk_sparsities",
+    "prune",
+]
 
 SCOPES: tuple[str, ...] = ("layer", "global")
 DISTRIBUTIONS: tuple[str, ...] = ("uniform", "erk")
@@ -88,8 +109,42 @@ _KEY_EXCLUDED = 0xFFFFFFFF  # never selectable (N:M non-candidates)
 _MAX_GROUPS_PER_LEAF = 2**32 - 2  # per-leaf counts and flat indices are uint32
 _MAX_LEAVES = 2**16 - 1  # 16-bit halves of uint32 counts summed in uint32
 _NM_TOLERANCE = 1e-6  # float32 slack when comparing a sparsity with 1 - n/m
+SEARCHES: tuple[str, ...] = ("auto", "radix", "sampled")
+_SAMPLE_LOG2 = 20  # about 2**20 keys sampled by the sampled search
+_SAMPLE_Z = 6.0  # bracket half-width in binomial standard deviations of the sample rank
+_HIST_LOG2 = 18  # bins of the sampled search's histogram pass
+_SAMPLED_MIN = 2**22  # search="auto" samples from this many selectable groups on
 
 Wide = tuple[jax.Array, jax.Array]  # (hi, lo) uint32 words of a count < 2**64
+
+
+def _sampling_pays() -> bool:
+    """Whether ``search="auto"`` may sample: not on XLA:CPU, where the scatter of the
+    histogram pass materializes its indices and the radix passes are faster (10M
+    scores on 2 cores: 97 ms sampled, 40 ms radix)."""
+    return jax.default_backend() != "cpu"
+
+
+def _pallas_passes() -> bool:
+    """Whether the sampled search runs its two full passes as Pallas kernels
+    (:mod:`sparsejax.kernels.selection`): on NVIDIA GPUs."""
+    from sparsejax.kernels.block_sparse import default_backend
+
+    return default_backend() == "pallas"
+
+
+Source = tuple[jax.Array, "jax.Array | None"]  # float32 group scores, already-pruned flags
+
+
+def _kernel_input(source: Source | None, pallas: bool) -> tuple[jax.Array, Any] | None:
+    """Flat ``(scores, int8 flags or None)`` for the Pallas passes, or None (XLA path)."""
+    from sparsejax.kernels.selection import MAX_ENTRIES
+
+    if not pallas or source is None or source[0].size > MAX_ENTRIES:
+        return None
+    g, already = source
+    flags = None if already is None else already.reshape(-1).astype(jnp.int8)
+    return g.reshape(-1), flags
 
 
 def default_bits_per_pass() -> int:
@@ -286,11 +341,165 @@ def _exclusive_wide_cumsum(c: jax.Array) -> Wide:
     return (hi16 >> 16) + (lo < lo16).astype(_U32), lo
 
 
+def _sampled_start(
+    key_fns: Sequence[Callable[..., jax.Array]],
+    sizes: Sequence[int],
+    k: jax.Array,
+    bits_per_pass: int,
+    inputs: Sequence[tuple[jax.Array, Any] | None] | None = None,
+) -> tuple[jax.Array, ...]:
+    """Radix state after a sampled bracket and one histogram pass (one target, ``n < 2**32``).
+
+    1. A strided sample of about ``2**20`` keys (every leaf with the same
+       stride), sorted, gives a key bracket ``[lo, hi]`` that holds the
+       ``k``-th smallest key unless the sample rank is off by more than
+       ``_SAMPLE_Z`` binomial standard deviations.
+    2. One pass over every leaf counts its keys below the bracket (a
+       reduction) and scatters the keys inside it into ``2**18`` bins of
+       width ``2**shift`` (``shift`` a multiple of ``b``, the smallest that
+       covers the bracket); only keys inside the bracket touch the histogram.
+    3. Prefix sums of the bins locate the bin of the ``k``-th key: its top
+       ``32 - shift`` bits, and per leaf the counts below and up to it. That is
+       the state the radix loop reaches after ``(32 - shift) / b`` passes.
+
+    ``inputs[i]`` (flat scores and flags, see :func:`_kernel_input`) runs leaf
+    ``i``'s pass as one Pallas kernel instead of XLA's reduction and scatter
+    (a kernel whose per-program slots overflow makes the result invalid).
+
+    Returns ``(valid, p, kbase, below, upto)``; ``valid`` is False when the
+    bracket missed (the caller then starts the radix search from pass 0), so
+    the result is exact whatever the sample.
+    """
+    b = bits_per_pass
+    n = sum(sizes)
+    nbins = 2**_HIST_LOG2
+    stride = max(1, n >> _SAMPLE_LOG2)
+    zero = lax.optimization_barrier(jnp.zeros((), _U32))
+    sample = jnp.sort(
+        jnp.concatenate([fn(zero).reshape(-1)[stride // 2 :: stride] for fn in key_fns])
+    )
+    s = sample.shape[0]
+    q = k.astype(jnp.float32) / n
+    center = q * s
+    margin = _SAMPLE_Z * jnp.sqrt(s * q * (1.0 - q)) + 2.0
+    lo_rank = jnp.floor(center - margin).astype(jnp.int32)
+    hi_rank = jnp.ceil(center + margin).astype(jnp.int32)
+    lo = jnp.where(lo_rank < 0, _U32(0), sample[jnp.clip(lo_rank, 0, s - 1)])
+    hi = jnp.where(hi_rank >= s, _U32(0xFFFFFFFF), sample[jnp.clip(hi_rank, 0, s - 1)])
+    shifts = np.arange(0, 32, b, dtype=np.uint32)
+    fits = jnp.stack([(hi >> _U32(sh)) - (lo >> _U32(sh)) < _U32(nbins) for sh in shifts])
+    shift = jnp.min(jnp.where(fits, jnp.asarray(shifts), _U32(32 - b)))
+    first_bin = lo >> shift
+    base = first_bin << shift
+
+    below, hists, overflow = [], [], jnp.zeros((), bool)
+    zero = lax.optimization_barrier(jnp.ones((), _U32)) ^ _U32(1)
+    for i, fn in enumerate(key_fns):
+        if inputs is not None and inputs[i] is not None:
+            from sparsejax.kernels.selection import count_and_histogram
+
+            c, h, over = count_and_histogram(*inputs[i], base, shift, first_bin, nbins=nbins)
+            below.append(c)
+            hists.append(h)
+            overflow = overflow | over
+            continue
+        key = fn(zero).reshape(-1)
+        below.append(jnp.sum(key < base, dtype=_U32))
+        rel = (key >> shift) - first_bin  # wraps around below the bracket
+        idx = jnp.where(rel < _U32(nbins), rel, _U32(nbins)).astype(jnp.int32)
+        hists.append(jnp.zeros(nbins, _U32).at[idx].add(_U32(1), mode="drop"))
+    below = jnp.stack(below)
+    hist = jnp.stack(hists)  # (L, nbins)
+    total = jnp.sum(hist, axis=0, dtype=_U32)
+    start = jnp.sum(below, dtype=_U32)
+
+    d = _bin_of_kth(total, start, k)
+    bins = lax.broadcasted_iota(jnp.int32, (1, nbins), 1)
+    leaf_below = below + jnp.sum(jnp.where(bins < d, hist, _U32(0)), axis=1, dtype=_U32)
+    leaf_upto = leaf_below + lax.dynamic_index_in_dim(hist, d, axis=1, keepdims=False)
+    valid = ((start < k) | (base == 0)) & (start + jnp.sum(total, dtype=_U32) >= k) & ~overflow
+    kbase = base + (d.astype(_U32) << shift)
+    p = ((32 - shift) // b).astype(jnp.int32)
+    return valid, p, kbase, leaf_below, leaf_upto
+
+
+def _bin_of_kth(hist: jax.Array, start: jax.Array, k: jax.Array) -> jax.Array:
+    """The bin ``d`` of the ``k``-th smallest entry: ``#{d' >= 1 : start + Σ hist[:d'] < k}``.
+
+    ``hist`` is a ``(2**_HIST_LOG2,)`` uint32 histogram (total below ``2**32``),
+    ``start`` the entries below bin 0. Two levels of masked sums (rows of
+    ``2**9`` bins), not a cumsum over all bins.
+    """
+    side = 2 ** (_HIST_LOG2 // 2)
+    rows = hist.reshape(hist.shape[0] // side, side)
+    earlier = np.tril(np.ones((side, side), bool), -1)  # [i, j]: j before i
+    row_sums = jnp.sum(rows, 1, dtype=_U32)
+    row_before = start + jnp.sum(jnp.where(earlier, row_sums[None, :], _U32(0)), 1, dtype=_U32)
+    r = jnp.sum(row_before[1:] < k, dtype=jnp.int32)
+    row = lax.dynamic_index_in_dim(rows, r, keepdims=False)
+    in_row = jnp.sum(jnp.where(earlier, row[None, :], _U32(0)), axis=1, dtype=_U32)
+    return r * side + jnp.sum(row_before[r] + in_row[1:] < k, dtype=jnp.int32)
+
+
+def _nth_tie_index(
+    key_fns: Sequence[Callable[..., jax.Array]],
+    sizes: Sequence[int],
+    threshold: jax.Array,
+    need: jax.Array,
+    partial: jax.Array,
+) -> jax.Array:
+    """Flat index of the ``need``-th entry equal to the threshold, in the partial leaf.
+
+    Replaces the index passes for one global target: at most one leaf holds
+    the split. One read of that leaf (``lax.switch``) histograms the flat
+    positions of its tied entries into ``2**18`` bins of ``2**s`` positions; a
+    second read histograms the ties of the bin of the ``need``-th tie by
+    position (``2**s <= 2**14`` bins). Only histograms cross devices.
+    Returns ``(L,)`` uint32, 0 outside the partial leaf.
+    """
+    num_leaves = len(key_fns)
+    nbins = 2**_HIST_LOG2
+
+    def for_leaf(i: int) -> jax.Array:
+        size = sizes[i]
+        s = max(0, (size - 1).bit_length() - _HIST_LOG2)
+        width = min(2**s, size)
+        zero = lax.optimization_barrier(jnp.zeros((), _U32))
+        key = key_fns[i](zero).reshape(-1)
+        t, n = threshold[i], need[i]
+        pos = _flat_index((size,), zero)
+        idx = jnp.where(key == t, pos >> _U32(s), _U32(nbins)).astype(jnp.int32)
+        hist = jnp.zeros(nbins, _U32).at[idx].add(_U32(1), mode="drop")
+        j = _bin_of_kth(hist, _U32(0), n)
+        before = jnp.sum(jnp.where(jnp.arange(nbins) < j, hist, _U32(0)), dtype=_U32)
+        first = j.astype(_U32) << _U32(s)
+        # A second read: the ties of that bin, one bin per position (a scatter, not a
+        # slice of the leaf, so a sharded leaf stays sharded).
+        zero = lax.optimization_barrier(zero)
+        key = key_fns[i](zero).reshape(-1)
+        pos = _flat_index((size,), zero)
+        rel = pos - first  # wraps around below the bin
+        inside = (key == t) & (rel < _U32(width))
+        fine = jnp.zeros(width, _U32).at[jnp.where(inside, rel, _U32(width)).astype(jnp.int32)]
+        ties = jnp.cumsum(fine.add(_U32(1), mode="drop"), dtype=_U32)
+        return first + jnp.sum(ties < n - before, dtype=_U32)
+
+    def search():
+        j = jnp.argmax(partial)
+        at = lax.switch(j, [functools.partial(for_leaf, i) for i in range(num_leaves)])
+        return jnp.where(jnp.arange(num_leaves) == j, at, _U32(0))
+
+    return lax.cond(jnp.any(partial), search, lambda: jnp.zeros(num_leaves, _U32))
+
+
 def _select_lowest(
     key_fns: Sequence[Callable[[], jax.Array]],
     joint: bool,
     target: Wide,
     bits_per_pass: int,
+    sampled: bool = False,
+    sources: Sequence[Source | None] | None = None,
+    pallas: bool = False,
 ) -> list[jax.Array]:
     """Per leaf, a bool array marking the ``target`` lowest keys; ties go to lower positions.
 
@@ -311,6 +520,13 @@ def _select_lowest(
         across leaves go to the earlier leaf) or one target per leaf (``(L,)``).
       target: wide count(s) ``k``, at most the number of selectable keys.
       bits_per_pass: ``b``, a divisor of 32.
+      sampled: start from :func:`_sampled_start` (``joint``, fewer than
+        ``2**32`` keys): the remaining key passes, usually none, and the index
+        passes run in one ``while_loop``.
+      sources: per leaf, the float32 group scores and already-pruned flags its
+        keys come from (``None``: keys only through ``key_fns``).
+      pallas: with ``sampled``, run the histogram pass and the final mask of
+        every leaf with a source as Pallas kernels (NVIDIA GPUs).
 
     Returns:
       One bool array per leaf (the key's shape): ``True`` where selected.
@@ -345,7 +561,7 @@ def _select_lowest(
         partial = (need > 0) & (need < equal)
         return need, partial
 
-    def body(state):
+    def body(state, passes):  # passes: "key", "index" or "both" (may hold)
         p, kbase, below, upto, ibase, need, partial = state
         in_key = p < key_passes
         take_all = (need == upto - below) & (need > 0)
@@ -359,14 +575,31 @@ def _select_lowest(
         # fusion instead of hoisting it into a materialized (4 bytes per entry) array.
         pu = p.astype(_U32)
         zero = lax.optimization_barrier(pu) ^ pu
-        counts = jnp.stack(
-            [
-                _count_below(
-                    fn(zero), kc[0 if joint else i], ic[i], take_equal[i], split_equal[i], zero
-                )
-                for i, fn in enumerate(key_fns)
-            ]
-        )
+
+        def count(i):
+            return _count_below(
+                key_fns[i](zero), kc[0 if joint else i], ic[i], take_equal[i], split_equal[i], zero
+            )
+
+        def all_leaves():
+            return jnp.stack([count(i) for i in range(num_leaves)])
+
+        def split_leaf_only():
+            # Index passes of one joint target: only the leaf holding the split (at most one)
+            # changes its counts; every other leaf counts its entries below the threshold, or
+            # up to it when it takes them all. One leaf is read instead of all of them.
+            j = jnp.argmax(partial)
+            c = lax.switch(j, [functools.partial(count, i) for i in range(num_leaves)])
+            fixed = jnp.where(take_equal, upto, below)
+            this = (jnp.arange(num_leaves) == j)[:, None]
+            return jnp.where(this, c[None, :], fixed[:, None])
+
+        if not joint or num_leaves == 1 or passes == "key":
+            counts = all_leaves()
+        elif passes == "index":
+            counts = split_leaf_only()
+        else:
+            counts = lax.cond(in_key, all_leaves, split_leaf_only)
         if joint:
             tot_hi, tot_lo = _wide_sum(counts, axis=0)
             tot = (tot_hi[None, :], tot_lo[None, :])
@@ -402,15 +635,36 @@ def _select_lowest(
     # reading a predicate back to the host (a while_loop stalls the host once per pass: 16
     # syncs per selection, most of the cost of a mask update on a small model). The index
     # passes run only when a split is needed: one predicate read when none is.
-    state = lax.fori_loop(0, key_passes, lambda _, st: body(st), init)
-    _, kbase, _, _, ibase, need, partial = lax.while_loop(more_index_passes, body, state)
+    if sampled:
+        inputs = [_kernel_input(src, pallas) for src in (sources or [None] * num_leaves)]
+        valid, p0, kbase0, below0, upto0 = _sampled_start(key_fns, sizes, k_lo[0], b, inputs)
+        pick = functools.partial(jnp.where, valid)
+        kb, bl, up = pick(kbase0, init[1]), pick(below0, init[2]), pick(upto0, init[3])
+        state = (pick(p0, 0), kb, bl, up, init[4], *split(kb, bl, up))
+
+        state = lax.while_loop(
+            lambda st: st[0] < key_passes, functools.partial(body, passes="key"), state
+        )
+        p, kbase, below, upto, _, need, partial = state
+        ibase = _nth_tie_index(key_fns, sizes, per_leaf(kbase), need, partial)
+        state = (p, kbase, below, upto, ibase, need, partial)
+    else:
+        state = lax.fori_loop(0, key_passes, lambda _, st: body(st, "key"), init)
+        state = lax.while_loop(more_index_passes, functools.partial(body, passes="index"), state)
+    _, kbase, _, _, ibase, need, partial = state
     bound = jnp.where(partial, ibase + _U32(1), jnp.where(need == 0, _U32(0), _U32(_KEY_EXCLUDED)))
     threshold = per_leaf(kbase)
     zero = lax.optimization_barrier(jnp.zeros((), _U32))
     out = []
     for i, fn in enumerate(key_fns):
-        key = fn(zero)
         t = threshold[i]
+        if sampled and inputs[i] is not None:
+            from sparsejax.kernels.selection import keep_mask
+
+            # Returned negated: the caller's ``~`` cancels it (XLA folds the double not).
+            out.append(~keep_mask(*inputs[i], t, bound[i]).reshape(shapes[i]))
+            continue
+        key = fn(zero)
         out.append((key < t) | ((key == t) & (_flat_index(key.shape) < bound[i])))
     return out
 
@@ -459,6 +713,8 @@ class _Plan:
     joint: bool  # scope="global": one segment holding every leaf
     fractions: bool  # some target is a float32 array (else all are exact Python counts)
     normalize: str | None = None  # per-leaf rescaling of the group scores
+    sampled: bool = False  # joint search starts from a sampled bracket and a histogram
+    pallas: bool = False  # ... whose two full passes are Pallas kernels (NVIDIA GPUs)
 
 
 def _left_pad(x: jax.Array, ndim: int) -> jax.Array:
@@ -486,6 +742,7 @@ def _normalize_groups(g, already, how: str) -> jax.Array:
 def _prune_core(scores, masks, counts_hi, counts_lo, fractions, use_fraction, *, plan: _Plan):
     structure = plan.structure
     key_fns: list[Callable[[], jax.Array]] = []
+    sources: list[Source | None] = []
     for lp, score, m in zip(plan.leaves, scores, masks):
         g = structure.reduce(score, plan.reduction) if lp.reduce else score
         g = jnp.asarray(g, jnp.float32)
@@ -504,8 +761,10 @@ def _prune_core(scores, masks, counts_hi, counts_lo, fractions, use_fraction, *,
         if isinstance(structure, NM):
             key = _nm_candidate_keys(_float_key(g, already), structure.n, structure.m)
             key_fns.append(lambda zero=None, key=key: key)
+            sources.append(None)
         else:
             key_fns.append(lambda zero=None, g=g, already=already: _float_key(g, already, zero))
+            sources.append((g, already))
 
     pruned: list[jax.Array | None] = [None] * len(plan.leaves)
     radix_leaves: list[int] = []
@@ -531,7 +790,13 @@ def _prune_core(scores, masks, counts_hi, counts_lo, fractions, use_fraction, *,
         )
         target = _wide_where(_wide_lt(cap, k), cap, k)
         selected = _select_lowest(
-            [key_fns[i] for i in radix_leaves], plan.joint, target, plan.bits_per_pass
+            [key_fns[i] for i in radix_leaves],
+            plan.joint,
+            target,
+            plan.bits_per_pass,
+            plan.sampled,
+            [sources[i] for i in radix_leaves],
+            plan.pallas,
         )
         for i, sel in zip(radix_leaves, selected):
             pruned[i] = sel
@@ -711,6 +976,7 @@ def prune(
     erk_power_scale: float = 1.0,
     bits_per_pass: int | None = None,
     normalize: str | None = None,
+    search: str = "auto",
 ) -> PyTree:
     """Mask that prunes the lowest-scoring groups: exactly ``round(s·n)`` of ``n``.
 
@@ -767,6 +1033,15 @@ def prune(
         unnormalised global filter norms can remove a whole layer (layer
         collapse). Within one leaf the ranking is unchanged, so layerwise
         results do not change.
+      search: how ``scope="global"`` finds the threshold; the mask is the same
+        bit for bit. ``"radix"``: ``32 / bits_per_pass`` counting passes.
+        ``"sampled"``: a sorted strided sample of about ``2**20`` scores
+        brackets the threshold, and one pass (a count below the bracket plus a
+        ``2**18``-bin histogram of the entries inside it, scattered) usually
+        fixes it; a bracket that misses falls back to the radix passes.
+        Needs fewer than ``2**32`` groups. ``"auto"``: ``"sampled"`` for
+        global selection over at least ``2**22`` groups on an accelerator,
+        else ``"radix"``.
 
     Returns:
       A mask pytree with the structure of ``scores``.
@@ -808,6 +1083,10 @@ def prune(
     bits = default_bits_per_pass() if bits_per_pass is None else bits_per_pass
     if bits not in (1, 2, 4):
         raise ValueError(f"bits_per_pass must be 1, 2 or 4, got {bits_per_pass!r}")
+    if search not in SEARCHES:
+        raise ValueError(f"search must be one of {SEARCHES}, got {search!r}")
+    if search == "sampled" and scope != "global":
+        raise ValueError(f"search='sampled' needs scope='global', got scope={scope!r}")
 
     ref_name = "scores" if params is None else "params"
     ref = scores if params is None else params
@@ -918,6 +1197,16 @@ def prune(
                     fractions.append(v)
         segments.append(_SegmentPlan(tuple(leaves), kind, n, cap))
 
+    total_groups = sum(groups)
+    if search == "sampled" and total_groups >= 2**32:
+        raise ValueError(
+            f"search='sampled' needs fewer than 2**32 groups, got {total_groups}; "
+            "use search='radix'"
+        )
+    sampled = scope == "global" and (
+        search == "sampled"
+        or (search == "auto" and _SAMPLED_MIN <= total_groups < 2**32 and _sampling_pays())
+    )
     # Single-entry structures ignore the reduction: one compiled plan for all of them.
     plan_reduction = "l1" if isinstance(structure, (Unstructured, NM)) else reduction
     plan = _Plan(
@@ -929,6 +1218,8 @@ def prune(
         scope == "global",
         any(f is not None for f in fractions),
         normalize,
+        sampled,
+        sampled and _pallas_passes(),
     )
     counts_hi = np.asarray([k >> 32 for k in counts] or [0], np.uint32)
     counts_lo = np.asarray([k & 0xFFFFFFFF for k in counts] or [0], np.uint32)

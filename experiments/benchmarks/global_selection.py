@@ -6,9 +6,14 @@ float32 weight matrices summing to exactly ``N`` (blocks of ``(d, 3d)``,
 scores ``|w|`` (``w ~ N(0, 1)``, generated on the device), and times, in the
 same process and on the same scores:
 
-* ``ours``: ``sparsejax.prune(scores, s, scope="global")`` under ``jax.jit`` —
-  radix selection on the float bit pattern by per-leaf count reductions; no
-  concatenated copy, no sort (one column per ``--bits-per-pass`` value);
+* ``ours``: ``sparsejax.prune(scores, s, scope="global", search=...)`` under
+  ``jax.jit``, one column per ``--variants`` entry: ``sampled`` (a sorted
+  strided sample of 2**20 scores brackets the threshold; one pass counts below
+  the bracket and histograms the entries inside it into 2**18 bins, then one
+  writes the masks; on a GPU both passes are Pallas kernels, ``sampled-xla``
+  runs them as XLA's reduction + scatter and fusion)
+  and ``radix-bB`` (``32 / B`` counting passes of per-leaf reductions on the
+  float bit pattern). No concatenated copy, no sort of the scores;
 * ``top_k``: the usual reference (JaxPruner style) — concatenate the flattened
   scores, ``lax.top_k`` of the ``n - round(s·n)`` kept entries, threshold at
   the smallest kept value, masks;
@@ -28,12 +33,17 @@ Usage::
 
     python experiments/benchmarks/global_selection.py --sizes 1e6 1e7 1e8 --repeats 3
     python experiments/benchmarks/global_selection.py --sizes 1e8 5e8 1e9 \\
-        --bits-per-pass 1 2 4 --out experiments/benchmarks/results/global_selection_gpu.json
+        --variants sampled radix-b2 --profile \\
+        --out experiments/benchmarks/results/global_selection_gpu.json
+
+``--profile`` adds the per-kernel device time of the first variant
+(:func:`sparsejax.experiment.kernel_times`) to the JSON and the markdown.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import math
 import os
@@ -45,8 +55,10 @@ import time
 import jax
 import jax.numpy as jnp
 
+from sparsejax import select
 from sparsejax.experiment.output import environment, markdown_table, write_json
-from sparsejax.select import default_bits_per_pass, prune
+from sparsejax.experiment.profiling import kernel_times
+from sparsejax.select import prune
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
@@ -117,6 +129,19 @@ def run_method(fn, scores, repeats: int) -> tuple[list[jax.Array], dict]:
     return out, stats
 
 
+@contextlib.contextmanager
+def xla_passes(on: bool):
+    """Trace ``search="sampled"`` with XLA's reduction + scatter and mask fusion even on
+    a GPU (where its two full passes are Pallas kernels by default)."""
+    saved = select._pallas_passes
+    if on:
+        select._pallas_passes = lambda: False
+    try:
+        yield
+    finally:
+        select._pallas_passes = saved
+
+
 def pruned_count(masks: list[jax.Array]) -> int:
     return sum(int(jnp.sum(~m, dtype=jnp.int32)) for m in masks)
 
@@ -138,12 +163,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--ref-repeats", type=int, default=None, help="default: --repeats")
     ap.add_argument(
-        "--bits-per-pass",
-        type=int,
+        "--variants",
         nargs="+",
-        default=None,
-        help=f"threshold bits per counting pass (default here: {default_bits_per_pass()})",
+        default=["sampled", "radix-b2"],
+        help="ours: 'sampled' and/or 'radix-bB' (B = bits per pass: 1, 2 or 4)",
     )
+    ap.add_argument("--profile", action="store_true", help="kernel times of the first variant")
     ap.add_argument("--skip-topk-above", type=float, default=float("inf"), help="params")
     ap.add_argument("--skip-sort-above", type=float, default=float("inf"), help="params")
     ap.add_argument("--seed", type=int, default=0)
@@ -154,7 +179,14 @@ def main(argv: list[str] | None = None) -> dict:
         help="JSON path; the markdown table goes next to it (.md)",
     )
     args = ap.parse_args(argv)
-    bits_list = args.bits_per_pass or [default_bits_per_pass()]
+    variants = {}
+    for v in args.variants:
+        if v in ("sampled", "sampled-xla"):
+            variants[v] = {"search": "sampled"}
+        elif v.startswith("radix-b") and v[7:] in ("1", "2", "4"):
+            variants[v] = {"search": "radix", "bits_per_pass": int(v[7:])}
+        else:
+            ap.error(f"--variants: expected sampled, sampled-xla or radix-b1/2/4, got {v!r}")
     ref_repeats = args.ref_repeats or args.repeats
     load_start = os.getloadavg()[0]
 
@@ -167,20 +199,42 @@ def main(argv: list[str] | None = None) -> dict:
         row: dict = {"params": n, "leaves": len(shapes), "sparsity": args.sparsity, "k": k}
 
         ours_masks = None
-        for bits in bits_list:
-            masks, stats = run_method(
-                lambda sc, bits=bits: prune(sc, args.sparsity, scope="global", bits_per_pass=bits),
-                scores,
-                args.repeats,
-            )
+        for name, kw in variants.items():
+
+            def ours(sc, kw=kw):
+                return prune(sc, args.sparsity, scope="global", **kw)
+
+            with xla_passes(name == "sampled-xla"):
+                masks, stats = run_method(ours, scores, args.repeats)
             got = pruned_count(masks)
             if got != k:
-                raise AssertionError(f"ours (b={bits}) pruned {got} of {n}, expected {k}")
-            row[f"ours_b{bits}"] = stats
+                raise AssertionError(f"ours ({name}) pruned {got} of {n}, expected {k}")
             if ours_masks is None:
                 ours_masks = masks
+            elif not all(bool(jnp.array_equal(a, b)) for a, b in zip(ours_masks, masks)):
+                raise AssertionError(f"ours ({name}) differs from ours ({args.variants[0]})")
+            row[f"ours_{name}"] = stats
             del masks
             gc.collect()
+        if args.profile:
+            first = args.variants[0]
+            with xla_passes(first == "sampled-xla"):
+                prof = kernel_times(
+                    jax.jit(
+                        lambda sc, kw=variants[first]: prune(
+                            sc, args.sparsity, scope="global", **kw
+                        )
+                    ),
+                    scores,
+                    calls=3,
+                )
+            row["profile"] = prof.to_dict()
+            row["profile_table"] = prof.table(top=8)
+            print(
+                f"N={n:,} {args.variants[0]}: busy {prof.busy_us:.0f} µs, "
+                f"{prof.kernels:g} kernels\n{row['profile_table']}",
+                flush=True,
+            )
         row["peak_bytes_after_ours"] = device_peak_bytes()
 
         for name, ref, limit in (
@@ -207,7 +261,7 @@ def main(argv: list[str] | None = None) -> dict:
         del scores, ours_masks
         gc.collect()
 
-        best = min(row[f"ours_b{b}"]["median_ms"] for b in bits_list)
+        best = min(row[f"ours_{v}"]["median_ms"] for v in variants)
         for name in ("top_k", "sort"):
             row[f"{name}_over_ours"] = row[name]["median_ms"] / best if row[name] else None
         rows.append(row)
@@ -224,14 +278,15 @@ def main(argv: list[str] | None = None) -> dict:
     table_rows = []
     for r in rows:
         t = {"params": f"{r['params']:,}", "leaves": r["leaves"]}
-        for b in bits_list:
-            t[f"ours_b{b}"] = fmt(r[f"ours_b{b}"]["median_ms"], ".1f")
+        for v in variants:
+            t[f"ours_{v}"] = fmt(r[f"ours_{v}"]["median_ms"], ".1f")
         t["topk"] = fmt(r["top_k"] and r["top_k"]["median_ms"], ".1f")
         t["sort"] = fmt(r["sort"] and r["sort"]["median_ms"], ".1f")
         t["rtopk"] = fmt(r["top_k_over_ours"], ".1f")
         t["rsort"] = fmt(r["sort_over_ours"], ".1f")
-        t["compile"] = fmt(r[f"ours_b{bits_list[0]}"]["compile_s"], ".2f")
-        mem = [r[f"ours_b{bits_list[0]}"]["temp_bytes"]]
+        first = f"ours_{args.variants[0]}"
+        t["compile"] = fmt(r[first]["compile_s"], ".2f")
+        mem = [r[first]["temp_bytes"]]
         mem += [r[m]["temp_bytes"] if r[m] else None for m in ("top_k", "sort")]
         t["mem"] = " / ".join(fmt(v and v / 2**20, ".0f") for v in mem)
         t["exact"] = "yes"
@@ -242,7 +297,7 @@ def main(argv: list[str] | None = None) -> dict:
                 t["exact"] += f"; {m} off by {r[m]['pruned_minus_target']:+d} (ties)"
         table_rows.append(t)
     columns = [("params", "{params}"), ("leaves", "{leaves}")]
-    columns += [(f"ours b={b} (ms)", f"{{ours_b{b}}}") for b in bits_list]
+    columns += [(f"ours {v} (ms)", f"{{ours_{v}}}") for v in variants]
     columns += [
         ("flat top_k (ms)", "{topk}"),
         ("flat sort (ms)", "{sort}"),
@@ -259,10 +314,18 @@ def main(argv: list[str] | None = None) -> dict:
         f"Command: `{env['command']}`. Median wall time of {args.repeats} runs (references: "
         f"{ref_repeats}) after compilation and one warm-up run, around `block_until_ready`. "
         f"Scores |N(0,1)| float32 in transformer-like matrices; ratios use the fastest "
-        f"`bits_per_pass`. Host load average (1 min) {load_start:.1f} at the start, "
+        f"variant of ours; compile time and memory are those of `{args.variants[0]}`. Host load average (1 min) {load_start:.1f} at the start, "
         f"{env['load_average_1min']['end']:.1f} at the end ({env['cpu_count']} CPUs).\n\n"
     )
     text = header + markdown_table(table_rows, columns) + "\n"
+    for r in rows:
+        if "profile_table" in r:
+            prof = r["profile"]
+            text += (
+                f"\nKernels of `{args.variants[0]}` at {r['params']:,} params "
+                f"(`kernel_times`, 3 calls): device busy {prof['busy_us']:.0f} µs per call, "
+                f"{prof['kernels']:g} kernels.\n\n{r['profile_table']}\n"
+            )
     print(text)
     out = args.out
     write_json(out, {"environment": env, "args": {**vars(args), "out": str(out)}, "rows": rows})
