@@ -56,7 +56,8 @@ for bit. Only the sample, per-leaf counts and the histograms cross devices.
 When entries tied with the threshold must be split, the sampled search finds
 the last one taken with two histogram reads (by flat position) of the leaf
 that holds the split; the radix search's index passes for one global target
-also read only that leaf.
+also read only that leaf. The sampled search's control flow is one
+``lax.switch`` (one predicate read by the host on GPU) in the common case.
 
 References:
   Evci, Gale, Menick, Castro, Elsen. "Rigging the Lottery: Making All Tickets
@@ -441,55 +442,34 @@ def _bin_of_kth(hist: jax.Array, start: jax.Array, k: jax.Array) -> jax.Array:
     return r * side + jnp.sum(row_before[r] + in_row[1:] < k, dtype=jnp.int32)
 
 
-def _nth_tie_index(
-    key_fns: Sequence[Callable[..., jax.Array]],
-    sizes: Sequence[int],
-    threshold: jax.Array,
-    need: jax.Array,
-    partial: jax.Array,
-) -> jax.Array:
-    """Flat index of the ``need``-th entry equal to the threshold, in the partial leaf.
+def _tie_index(key_fn: Callable[..., jax.Array], size: int, t: jax.Array, n: jax.Array):
+    """Flat index (uint32) of the ``n``-th entry of a leaf whose key equals ``t`` (n >= 1).
 
-    Replaces the index passes for one global target: at most one leaf holds
-    the split. One read of that leaf (``lax.switch``) histograms the flat
-    positions of its tied entries into ``2**18`` bins of ``2**s`` positions; a
-    second read histograms the ties of the bin of the ``need``-th tie by
-    position (``2**s <= 2**14`` bins). Only histograms cross devices.
-    Returns ``(L,)`` uint32, 0 outside the partial leaf.
+    Replaces the index passes of one global target, whose split lies in one
+    leaf. One read histograms the flat positions of the leaf's tied entries
+    into ``2**18`` bins of ``2**s`` positions; a second read histograms the
+    ties of the bin holding the ``n``-th one by position (``2**s <= 2**14``
+    bins). Scatters, not a slice of the leaf: a sharded leaf stays sharded
+    and only histograms cross devices.
     """
-    num_leaves = len(key_fns)
     nbins = 2**_HIST_LOG2
-
-    def for_leaf(i: int) -> jax.Array:
-        size = sizes[i]
-        s = max(0, (size - 1).bit_length() - _HIST_LOG2)
-        width = min(2**s, size)
-        zero = lax.optimization_barrier(jnp.zeros((), _U32))
-        key = key_fns[i](zero).reshape(-1)
-        t, n = threshold[i], need[i]
-        pos = _flat_index((size,), zero)
-        idx = jnp.where(key == t, pos >> _U32(s), _U32(nbins)).astype(jnp.int32)
-        hist = jnp.zeros(nbins, _U32).at[idx].add(_U32(1), mode="drop")
-        j = _bin_of_kth(hist, _U32(0), n)
-        before = jnp.sum(jnp.where(jnp.arange(nbins) < j, hist, _U32(0)), dtype=_U32)
-        first = j.astype(_U32) << _U32(s)
-        # A second read: the ties of that bin, one bin per position (a scatter, not a
-        # slice of the leaf, so a sharded leaf stays sharded).
-        zero = lax.optimization_barrier(zero)
-        key = key_fns[i](zero).reshape(-1)
-        pos = _flat_index((size,), zero)
-        rel = pos - first  # wraps around below the bin
-        inside = (key == t) & (rel < _U32(width))
-        fine = jnp.zeros(width, _U32).at[jnp.where(inside, rel, _U32(width)).astype(jnp.int32)]
-        ties = jnp.cumsum(fine.add(_U32(1), mode="drop"), dtype=_U32)
-        return first + jnp.sum(ties < n - before, dtype=_U32)
-
-    def search():
-        j = jnp.argmax(partial)
-        at = lax.switch(j, [functools.partial(for_leaf, i) for i in range(num_leaves)])
-        return jnp.where(jnp.arange(num_leaves) == j, at, _U32(0))
-
-    return lax.cond(jnp.any(partial), search, lambda: jnp.zeros(num_leaves, _U32))
+    s = max(0, (size - 1).bit_length() - _HIST_LOG2)
+    width = min(2**s, size)
+    zero = lax.optimization_barrier(jnp.zeros((), _U32))
+    key = key_fn(zero).reshape(-1)
+    pos = _flat_index((size,), zero)
+    idx = jnp.where(key == t, pos >> _U32(s), _U32(nbins)).astype(jnp.int32)
+    hist = jnp.zeros(nbins, _U32).at[idx].add(_U32(1), mode="drop")
+    j = _bin_of_kth(hist, _U32(0), n)
+    before = jnp.sum(jnp.where(jnp.arange(nbins) < j, hist, _U32(0)), dtype=_U32)
+    first = j.astype(_U32) << _U32(s)
+    zero = lax.optimization_barrier(zero)
+    key = key_fn(zero).reshape(-1)
+    rel = _flat_index((size,), zero) - first  # wraps around below the bin
+    inside = (key == t) & (rel < _U32(width))
+    fine = jnp.zeros(width, _U32).at[jnp.where(inside, rel, _U32(width)).astype(jnp.int32)]
+    ties = jnp.cumsum(fine.add(_U32(1), mode="drop"), dtype=_U32)
+    return first + jnp.sum(ties < n - before, dtype=_U32)
 
 
 def _select_lowest(
@@ -640,14 +620,27 @@ def _select_lowest(
         valid, p0, kbase0, below0, upto0 = _sampled_start(key_fns, sizes, k_lo[0], b, inputs)
         pick = functools.partial(jnp.where, valid)
         kb, bl, up = pick(kbase0, init[1]), pick(below0, init[2]), pick(upto0, init[3])
-        state = (pick(p0, 0), kb, bl, up, init[4], *split(kb, bl, up))
+        start = (pick(p0, 0), kb, bl, up, init[4], *split(kb, bl, up))
+        need0, partial0 = start[5], start[6]
+        # One switch, so one predicate read by the host: the threshold is fixed (branch 0),
+        # or fixed with ties to split in leaf i (branch 1 + i), or radix passes remain (a
+        # missed bracket, or bins wider than one key: the last branch).
+        done = valid & (p0 >= key_passes)
+        tied = jnp.where(jnp.any(partial0), 1 + jnp.argmax(partial0).astype(jnp.int32), 0)
+        case = jnp.where(done, tied, num_leaves + 1)
 
-        state = lax.while_loop(
-            lambda st: st[0] < key_passes, functools.partial(body, passes="key"), state
-        )
-        p, kbase, below, upto, _, need, partial = state
-        ibase = _nth_tie_index(key_fns, sizes, per_leaf(kbase), need, partial)
-        state = (p, kbase, below, upto, ibase, need, partial)
+        def tie(i):
+            at = _tie_index(key_fns[i], sizes[i], per_leaf(kb)[i], need0[i])
+            return (*start[:4], jnp.where(jnp.arange(num_leaves) == i, at, _U32(0)), *start[5:])
+
+        def more_passes(state):
+            return (state[0] < key_passes) | more_index_passes(state)
+
+        def rest():
+            return lax.while_loop(more_passes, functools.partial(body, passes="both"), start)
+
+        branches = [lambda: start, *(functools.partial(tie, i) for i in range(num_leaves)), rest]
+        state = lax.switch(case, branches)
     else:
         state = lax.fori_loop(0, key_passes, lambda _, st: body(st, "key"), init)
         state = lax.while_loop(more_index_passes, functools.partial(body, passes="index"), state)
