@@ -49,8 +49,9 @@ over ``2**22`` or more groups on an accelerator): a sorted strided sample of
 about ``2**20`` keys brackets the threshold; one pass per leaf counts the keys
 below the bracket and scatters the keys inside it (about 0.4% of them) into a
 ``2**18``-bin histogram, which usually fixes all 32 bits of the threshold; the
-mask is the second and last pass. On NVIDIA GPUs both passes are Pallas
-kernels (:mod:`sparsejax.kernels.selection`). A bracket the sample misses is
+mask is the second and last pass. On a single NVIDIA GPU both passes are
+Pallas kernels (:mod:`sparsejax.kernels.selection`; with several devices they
+stay XLA ops, which shard). A bracket the sample misses is
 detected exactly and the radix passes take over, so the mask is the same bit
 for bit. Only the sample, per-leaf counts and the histograms cross devices.
 When entries tied with the threshold must be split, the sampled search finds
@@ -128,10 +129,12 @@ def _sampling_pays() -> bool:
 
 def _pallas_passes() -> bool:
     """Whether the sampled search runs its two full passes as Pallas kernels
-    (:mod:`sparsejax.kernels.selection`): on NVIDIA GPUs."""
+    (:mod:`sparsejax.kernels.selection`): on a single NVIDIA GPU. With several
+    devices the XLA passes run instead: XLA cannot partition a Pallas call, so
+    a sharded leaf would be gathered onto one device."""
     from sparsejax.kernels.block_sparse import default_backend
 
-    return default_backend() == "pallas"
+    return default_backend() == "pallas" and jax.device_count() == 1
 
 
 Source = tuple[jax.Array, "jax.Array | None"]  # float32 group scores, already-pruned flags
