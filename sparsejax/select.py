@@ -345,6 +345,16 @@ def _exclusive_wide_cumsum(c: jax.Array) -> Wide:
     return (hi16 >> 16) + (lo < lo16).astype(_U32), lo
 
 
+def _histogram(rel: jax.Array, hit: jax.Array, nbins: int) -> jax.Array:
+    """``(nbins,)`` uint32 counts of the uint32 bin indices ``rel`` where ``hit``.
+
+    One scatter-add whose misses go out of range and are dropped, so only the
+    hits touch the histogram (XLA fuses the index computation into it on GPU).
+    """
+    idx = jnp.where(hit & (rel < _U32(nbins)), rel, _U32(nbins)).astype(jnp.int32)
+    return jnp.zeros(nbins, _U32).at[idx].add(_U32(1), mode="drop")
+
+
 def _sampled_start(
     key_fns: Sequence[Callable[..., jax.Array]],
     sizes: Sequence[int],
@@ -410,8 +420,7 @@ def _sampled_start(
         key = fn(zero).reshape(-1)
         below.append(jnp.sum(key < base, dtype=_U32))
         rel = (key >> shift) - first_bin  # wraps around below the bracket
-        idx = jnp.where(rel < _U32(nbins), rel, _U32(nbins)).astype(jnp.int32)
-        hists.append(jnp.zeros(nbins, _U32).at[idx].add(_U32(1), mode="drop"))
+        hists.append(_histogram(rel, jnp.ones((), bool), nbins))
     below = jnp.stack(below)
     hist = jnp.stack(hists)  # (L, nbins)
     total = jnp.sum(hist, axis=0, dtype=_U32)
@@ -461,17 +470,14 @@ def _tie_index(key_fn: Callable[..., jax.Array], size: int, t: jax.Array, n: jax
     zero = lax.optimization_barrier(jnp.zeros((), _U32))
     key = key_fn(zero).reshape(-1)
     pos = _flat_index((size,), zero)
-    idx = jnp.where(key == t, pos >> _U32(s), _U32(nbins)).astype(jnp.int32)
-    hist = jnp.zeros(nbins, _U32).at[idx].add(_U32(1), mode="drop")
+    hist = _histogram(pos >> _U32(s), key == t, nbins)
     j = _bin_of_kth(hist, _U32(0), n)
     before = jnp.sum(jnp.where(jnp.arange(nbins) < j, hist, _U32(0)), dtype=_U32)
     first = j.astype(_U32) << _U32(s)
     zero = lax.optimization_barrier(zero)
     key = key_fn(zero).reshape(-1)
     rel = _flat_index((size,), zero) - first  # wraps around below the bin
-    inside = (key == t) & (rel < _U32(width))
-    fine = jnp.zeros(width, _U32).at[jnp.where(inside, rel, _U32(width)).astype(jnp.int32)]
-    ties = jnp.cumsum(fine.add(_U32(1), mode="drop"), dtype=_U32)
+    ties = jnp.cumsum(_histogram(rel, key == t, width), dtype=_U32)
     return first + jnp.sum(ties < n - before, dtype=_U32)
 
 
@@ -504,8 +510,8 @@ def _select_lowest(
       target: wide count(s) ``k``, at most the number of selectable keys.
       bits_per_pass: ``b``, a divisor of 32.
       sampled: start from :func:`_sampled_start` (``joint``, fewer than
-        ``2**32`` keys): the remaining key passes, usually none, and the index
-        passes run in one ``while_loop``.
+        ``2**32`` keys); one ``lax.switch`` then finishes: nothing left, ties
+        split by :func:`_tie_index` in one leaf, or the remaining radix passes.
       sources: per leaf, the float32 group scores and already-pruned flags its
         keys come from (``None``: keys only through ``key_fns``).
       pallas: with ``sampled``, run the histogram pass and the final mask of
@@ -544,7 +550,7 @@ def _select_lowest(
         partial = (need > 0) & (need < equal)
         return need, partial
 
-    def body(state, passes):  # passes: "key", "index" or "both" (may hold)
+    def body(state, index_passes: bool):
         p, kbase, below, upto, ibase, need, partial = state
         in_key = p < key_passes
         take_all = (need == upto - below) & (need > 0)
@@ -577,12 +583,7 @@ def _select_lowest(
             this = (jnp.arange(num_leaves) == j)[:, None]
             return jnp.where(this, c[None, :], fixed[:, None])
 
-        if not joint or num_leaves == 1 or passes == "key":
-            counts = all_leaves()
-        elif passes == "index":
-            counts = split_leaf_only()
-        else:
-            counts = lax.cond(in_key, all_leaves, split_leaf_only)
+        counts = split_leaf_only() if index_passes and joint and num_leaves > 1 else all_leaves()
         if joint:
             tot_hi, tot_lo = _wide_sum(counts, axis=0)
             tot = (tot_hi[None, :], tot_lo[None, :])
@@ -600,6 +601,9 @@ def _select_lowest(
         # Index passes: refine the flat index of the last entry taken at the threshold.
         ibase = jnp.where(in_key, ibase, ibase + (per_leaf(digit).astype(_U32) << irem))
         return (p + 1, kbase, below, upto, ibase, *split(kbase, below, upto))
+
+    key_pass = functools.partial(body, index_passes=False)
+    index_pass = functools.partial(body, index_passes=True)
 
     def more_index_passes(state):
         p, partial = state[0], state[-1]
@@ -636,17 +640,15 @@ def _select_lowest(
             at = _tie_index(key_fns[i], sizes[i], per_leaf(kb)[i], need0[i])
             return (*start[:4], jnp.where(jnp.arange(num_leaves) == i, at, _U32(0)), *start[5:])
 
-        def more_passes(state):
-            return (state[0] < key_passes) | more_index_passes(state)
-
         def rest():
-            return lax.while_loop(more_passes, functools.partial(body, passes="both"), start)
+            state = lax.while_loop(lambda st: st[0] < key_passes, key_pass, start)
+            return lax.while_loop(more_index_passes, index_pass, state)
 
         branches = [lambda: start, *(functools.partial(tie, i) for i in range(num_leaves)), rest]
         state = lax.switch(case, branches)
     else:
-        state = lax.fori_loop(0, key_passes, lambda _, st: body(st, "key"), init)
-        state = lax.while_loop(more_index_passes, functools.partial(body, passes="index"), state)
+        state = lax.fori_loop(0, key_passes, lambda _, st: key_pass(st), init)
+        state = lax.while_loop(more_index_passes, index_pass, state)
     _, kbase, _, _, ibase, need, partial = state
     bound = jnp.where(partial, ibase + _U32(1), jnp.where(need == 0, _U32(0), _U32(_KEY_EXCLUDED)))
     threshold = per_leaf(kbase)

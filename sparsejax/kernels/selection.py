@@ -151,8 +151,9 @@ def count_and_histogram(
     u32 = jnp.uint32
     filled = lax.broadcasted_iota(jnp.int32, (grid, slots), 1) < hits[:, None]
     rel = (keys.reshape(grid, slots) >> params[1]) - params[2]
-    idx = jnp.where(filled & (rel < u32(nbins)), rel, u32(nbins)).astype(jnp.int32)
-    hist = jnp.zeros((nbins,), u32).at[idx].add(u32(1), mode="drop")
+    from sparsejax.select import _histogram  # select imports this module lazily
+
+    hist = _histogram(rel.reshape(-1), filled.reshape(-1), nbins)
     return jnp.sum(below.astype(u32), dtype=u32), hist, jnp.any(hits > slots)
 
 
