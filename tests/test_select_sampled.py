@@ -229,3 +229,19 @@ def test_pallas_passes_equal_the_xla_passes(monkeypatch, with_mask):
     got = prune(tied, 0.5, scope="global", search="sampled")
     monkeypatch.setattr(select, "_pallas_passes", lambda: False)
     assert_same(got, prune(tied, 0.5, scope="global", search="radix"))
+
+
+def test_interpreted_count_and_histogram_equals_numpy():
+    # Interpret mode writes masked-off lanes of a store back: they must not clobber kept keys.
+    rng = np.random.default_rng(6)
+    x = jnp.asarray(np.round(rng.standard_normal(10_000), 3), jnp.float32)
+    key = np.asarray(select._float_key(x, None))
+    for base, shift in ((np.sort(key)[5000], 4), (np.sort(key)[9000], 0)):
+        first = np.uint32(base >> np.uint32(shift))
+        below, hist, overflow = selection_kernels.count_and_histogram(
+            x, None, jnp.uint32(base), jnp.uint32(shift), jnp.uint32(first), nbins=1024
+        )
+        rel = (key >> np.uint32(shift)).astype(np.int64) - int(first)
+        want = np.bincount(rel[(rel >= 0) & (rel < 1024)], minlength=1024)
+        assert int(below) == int((key < base).sum()) and not bool(overflow)
+        np.testing.assert_array_equal(np.asarray(hist), want)

@@ -131,7 +131,9 @@ def count_and_histogram(
         hits = hit.astype(jnp.int32)
         pos = jnp.cumsum(hits) - 1
         keep = hit & (pos < slots)
-        dst = i * slots + jnp.where(keep, pos, 0)
+        # Misses aim at a spare slot: masked off on GPU, but interpret mode's masked
+        # store writes every lane back, which must not overwrite a kept key.
+        dst = i * (slots + 1) + jnp.where(keep, pos, slots)
         plgpu.store(keys_ref.at[dst], key, mask=keep)
         hits_ref[i] = jnp.sum(hits)
 
@@ -140,7 +142,7 @@ def count_and_histogram(
         kernel,
         grid=(grid,),
         out_shape=(
-            jax.ShapeDtypeStruct((grid * slots,), jnp.uint32),
+            jax.ShapeDtypeStruct((grid * (slots + 1),), jnp.uint32),
             jax.ShapeDtypeStruct((grid,), jnp.int32),
             jax.ShapeDtypeStruct((grid,), jnp.int32),
         ),
@@ -150,7 +152,7 @@ def count_and_histogram(
     )(*inputs)
     u32 = jnp.uint32
     filled = lax.broadcasted_iota(jnp.int32, (grid, slots), 1) < hits[:, None]
-    rel = (keys.reshape(grid, slots) >> params[1]) - params[2]
+    rel = (keys.reshape(grid, slots + 1)[:, :slots] >> params[1]) - params[2]
     from sparsejax.select import _histogram  # select imports this module lazily
 
     hist = _histogram(rel.reshape(-1), filled.reshape(-1), nbins)
