@@ -49,16 +49,20 @@ over ``2**22`` or more groups on an accelerator): a sorted strided sample of
 about ``2**20`` keys brackets the threshold; one pass per leaf counts the keys
 below the bracket and scatters the keys inside it (about 0.4% of them) into a
 ``2**18``-bin histogram, which usually fixes all 32 bits of the threshold; the
-mask is the second and last pass. On a single NVIDIA GPU both passes are
-Pallas kernels (:mod:`sparsejax.kernels.selection`; with several devices they
-stay XLA ops, which shard). A bracket the sample misses is
-detected exactly and the radix passes take over, so the mask is the same bit
-for bit. Only the sample, per-leaf counts and the histograms cross devices.
-When entries tied with the threshold must be split, the sampled search finds
-the last one taken with two histogram reads (by flat position) of the leaf
-that holds the split; the radix search's index passes for one global target
-also read only that leaf. The sampled search's control flow is one
-``lax.switch`` (one predicate read by the host on GPU) in the common case.
+mask is the second and last pass. On a single NVIDIA GPU the scores are read
+only once (:mod:`sparsejax.kernels.selection`): the pass also writes a
+provisional mask, right outside the bracket, and compacts the in-bracket
+entries with their positions, so the threshold, the ties and the final mask
+come from those few entries (with several devices the XLA passes run: they
+shard). A bracket the sample misses is detected exactly and the radix passes
+take over (on a GPU the kernel then rewrites the whole mask), so the mask is
+the same bit for bit. Only the sample, per-leaf counts and the histograms
+cross devices. When entries tied with the threshold must be split, the
+sampled search finds the last one taken with two histogram reads (by flat
+position) of the leaf that holds the split (or from the compacted entries);
+the radix search's index passes for one global target also read only that
+leaf. The sampled search's control flow is one ``lax.switch`` (one predicate
+read by the host on GPU) in the common case.
 
 References:
   Evci, Gale, Menick, Castro, Elsen. "Rigging the Lottery: Making All Tickets
@@ -144,7 +148,7 @@ def _kernel_input(source: Source | None, pallas: bool) -> tuple[jax.Array, Any] 
     """Flat ``(scores, int8 flags or None)`` for the Pallas passes, or None (XLA path)."""
     from sparsejax.kernels.selection import MAX_ENTRIES
 
-    if not pallas or source is None or source[0].size > MAX_ENTRIES:
+    if not pallas or source is None or not 0 < source[0].size <= MAX_ENTRIES:
         return None
     g, already = source
     flags = None if already is None else already.reshape(-1).astype(jnp.int8)
@@ -355,36 +359,19 @@ def _histogram(rel: jax.Array, hit: jax.Array, nbins: int) -> jax.Array:
     return jnp.zeros(nbins, _U32).at[idx].add(_U32(1), mode="drop")
 
 
-def _sampled_start(
-    key_fns: Sequence[Callable[..., jax.Array]],
-    sizes: Sequence[int],
-    k: jax.Array,
-    bits_per_pass: int,
-    inputs: Sequence[tuple[jax.Array, Any] | None] | None = None,
-) -> tuple[jax.Array, ...]:
-    """Radix state after a sampled bracket and one histogram pass (one target, ``n < 2**32``).
+def _sample_bracket(
+    key_fns: Sequence[Callable[..., jax.Array]], sizes: Sequence[int], k: jax.Array, b: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """Key bracket of the ``k``-th smallest key from a sorted strided sample.
 
-    1. A strided sample of about ``2**20`` keys (every leaf with the same
-       stride), sorted, gives a key bracket ``[lo, hi]`` that holds the
-       ``k``-th smallest key unless the sample rank is off by more than
-       ``_SAMPLE_Z`` binomial standard deviations.
-    2. One pass over every leaf counts its keys below the bracket (a
-       reduction) and scatters the keys inside it into ``2**18`` bins of
-       width ``2**shift`` (``shift`` a multiple of ``b``, the smallest that
-       covers the bracket); only keys inside the bracket touch the histogram.
-    3. Prefix sums of the bins locate the bin of the ``k``-th key: its top
-       ``32 - shift`` bits, and per leaf the counts below and up to it. That is
-       the state the radix loop reaches after ``(32 - shift) / b`` passes.
-
-    ``inputs[i]`` (flat scores and flags, see :func:`_kernel_input`) runs leaf
-    ``i``'s pass as one Pallas kernel instead of XLA's reduction and scatter
-    (a kernel whose per-program slots overflow makes the result invalid).
-
-    Returns ``(valid, p, kbase, below, upto)``; ``valid`` is False when the
-    bracket missed (the caller then starts the radix search from pass 0), so
-    the result is exact whatever the sample.
+    About ``2**20`` keys (every leaf with the same stride) are sorted; the
+    bracket spans the sample ranks within ``_SAMPLE_Z`` binomial standard
+    deviations of ``k``'s. It is given as ``2**_HIST_LOG2`` bins of width
+    ``2**shift`` (``shift`` a multiple of ``b``, the smallest that covers the
+    bracket) starting at bin ``first_bin``: the keys with ``first_bin <= key >>
+    shift < first_bin + 2**_HIST_LOG2``. Returns uint32 ``(base, shift,
+    first_bin)`` with ``base = first_bin << shift``.
     """
-    b = bits_per_pass
     n = sum(sizes)
     nbins = 2**_HIST_LOG2
     stride = max(1, n >> _SAMPLE_LOG2)
@@ -404,36 +391,149 @@ def _sampled_start(
     fits = jnp.stack([(hi >> _U32(sh)) - (lo >> _U32(sh)) < _U32(nbins) for sh in shifts])
     shift = jnp.min(jnp.where(fits, jnp.asarray(shifts), _U32(32 - b)))
     first_bin = lo >> shift
-    base = first_bin << shift
+    return first_bin << shift, shift, first_bin
 
-    below, hists, overflow = [], [], jnp.zeros((), bool)
+
+def _bracket_state(
+    start: jax.Array,
+    total: jax.Array,
+    per_leaf: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+    overflow: jax.Array,
+    k: jax.Array,
+    base: jax.Array,
+    shift: jax.Array,
+    b: int,
+) -> tuple[jax.Array, ...]:
+    """Radix state from the counts below a bracket and inside its bins.
+
+    ``start``: keys below ``base``; ``total``: ``(nbins,)`` histogram of the
+    keys inside the bracket; ``per_leaf(d)``: per leaf, the keys below bin
+    ``d`` and up to it; ``overflow``: the histograms miss keys. Prefix sums of
+    the bins locate the bin ``d`` of the ``k``-th key: its top ``32 - shift``
+    bits. That is the state the radix loop reaches after ``(32 - shift) / b``
+    passes.
+
+    Returns ``(valid, p, kbase, below, upto)``; ``valid`` is False when the
+    bracket missed the ``k``-th key or the histograms are incomplete (the
+    caller then starts the radix search from pass 0), so the result is exact
+    whatever the sample.
+    """
+    d = _bin_of_kth(total, start, k)
+    leaf_below, leaf_upto = per_leaf(d)
+    valid = ((start < k) | (base == 0)) & (start + jnp.sum(total, dtype=_U32) >= k) & ~overflow
+    kbase = base + (d.astype(_U32) << shift)
+    p = ((32 - shift) // b).astype(jnp.int32)
+    return valid, p, kbase, leaf_below, leaf_upto
+
+
+def _sampled_start(
+    key_fns: Sequence[Callable[..., jax.Array]],
+    sizes: Sequence[int],
+    k: jax.Array,
+    bits_per_pass: int,
+) -> tuple[jax.Array, ...]:
+    """Radix state after a sampled bracket and one XLA pass (one target, ``n < 2**32``).
+
+    :func:`_sample_bracket`, then one pass over every leaf counts its keys
+    below the bracket (a reduction) and scatters the keys inside it into the
+    bracket's bins (only those keys touch the histogram), then
+    :func:`_bracket_state`. Every op shards with the leaf: only the sample
+    and the histograms cross devices.
+    """
+    b = bits_per_pass
+    nbins = 2**_HIST_LOG2
+    base, shift, first_bin = _sample_bracket(key_fns, sizes, k, b)
+    below, hists = [], []
     zero = lax.optimization_barrier(jnp.ones((), _U32)) ^ _U32(1)
-    for i, fn in enumerate(key_fns):
-        if inputs is not None and inputs[i] is not None:
-            from sparsejax.kernels.selection import count_and_histogram
-
-            c, h, over = count_and_histogram(*inputs[i], base, shift, first_bin, nbins=nbins)
-            below.append(c)
-            hists.append(h)
-            overflow = overflow | over
-            continue
+    for fn in key_fns:
         key = fn(zero).reshape(-1)
         below.append(jnp.sum(key < base, dtype=_U32))
         rel = (key >> shift) - first_bin  # wraps around below the bracket
         hists.append(_histogram(rel, jnp.ones((), bool), nbins))
     below = jnp.stack(below)
     hist = jnp.stack(hists)  # (L, nbins)
+
+    def per_leaf(d):
+        bins = lax.broadcasted_iota(jnp.int32, (1, nbins), 1)
+        leaf_below = below + jnp.sum(jnp.where(bins < d, hist, _U32(0)), axis=1, dtype=_U32)
+        return leaf_below, leaf_below + lax.dynamic_index_in_dim(hist, d, 1, keepdims=False)
+
     total = jnp.sum(hist, axis=0, dtype=_U32)
     start = jnp.sum(below, dtype=_U32)
+    return _bracket_state(start, total, per_leaf, jnp.zeros((), bool), k, base, shift, b)
 
-    d = _bin_of_kth(total, start, k)
-    bins = lax.broadcasted_iota(jnp.int32, (1, nbins), 1)
-    leaf_below = below + jnp.sum(jnp.where(bins < d, hist, _U32(0)), axis=1, dtype=_U32)
-    leaf_upto = leaf_below + lax.dynamic_index_in_dim(hist, d, axis=1, keepdims=False)
-    valid = ((start < k) | (base == 0)) & (start + jnp.sum(total, dtype=_U32) >= k) & ~overflow
-    kbase = base + (d.astype(_U32) << shift)
-    p = ((32 - shift) // b).astype(jnp.int32)
-    return valid, p, kbase, leaf_below, leaf_upto
+
+def _leaf_sums(values: Sequence[jax.Array], rows: np.ndarray) -> list[jax.Array]:
+    """Per leaf, the uint32 sums of per-row ``(G,)`` values over its rows
+    ``rows[i] <= g < rows[i + 1]``: one fusion of masked ``(L, G)`` sums."""
+    g = lax.broadcasted_iota(jnp.int32, (rows.size - 1, values[0].shape[0]), 1)
+    lo, hi = jnp.asarray(rows[:-1, None]), jnp.asarray(rows[1:, None])
+    inside = (g >= lo) & (g < hi)
+    return [jnp.sum(jnp.where(inside, v[None, :], _U32(0)), axis=1, dtype=_U32) for v in values]
+
+
+def _bracket_passes(
+    inputs: Sequence[tuple[jax.Array, Any]],
+    key_fns: Sequence[Callable[..., jax.Array]],
+    sizes: Sequence[int],
+    k: jax.Array,
+    b: int,
+) -> tuple[list[jax.Array], Any, np.ndarray, tuple[jax.Array, ...]]:
+    """:func:`_sampled_start` with one Pallas :func:`~sparsejax.kernels.selection.bracket_pass`
+    per leaf (flat scores and flags ``inputs[i]``).
+
+    The passes write provisional masks and compact the in-bracket keys of all
+    leaves into one set of buffers, so the histogram and the per-leaf counts
+    are a few XLA ops whatever the number of leaves. Returns the provisional
+    masks, the compacted buffers, the first row of each leaf (and the total)
+    and the radix state.
+    """
+    from sparsejax.kernels.selection import TILE, bracket_pass
+
+    nbins = 2**_HIST_LOG2
+    base, shift, first_bin = _sample_bracket(key_fns, sizes, k, b)
+    rows = np.concatenate([[0], np.cumsum([-(-n // TILE) for n in sizes])])
+    keeps, comp = [], None
+    for i, inp in enumerate(inputs):
+        keep, comp = bracket_pass(
+            *inp, base, shift, first_bin, nbins=nbins, into=comp, row0=int(rows[i]),
+            rows_total=int(rows[-1]),
+        )
+        keeps.append(keep)
+    filled = comp.filled
+    rel = (comp.keys[:, :-1] >> shift) - first_bin
+    total = _histogram(rel, filled, nbins)
+    below = comp.below.astype(_U32)
+
+    def per_leaf(d):
+        d = d.astype(_U32)
+        lt = jnp.sum(filled & (rel < d), axis=1, dtype=_U32)
+        eq = jnp.sum(filled & (rel == d), axis=1, dtype=_U32)
+        leaf_below, leaf_lt, leaf_eq = _leaf_sums([below, lt, eq], rows)
+        return leaf_below + leaf_lt, leaf_below + leaf_lt + leaf_eq
+
+    start = jnp.sum(below, dtype=_U32)
+    state = _bracket_state(start, total, per_leaf, comp.overflow, k, base, shift, b)
+    return keeps, comp, rows, state
+
+
+def _compacted_tie_index(
+    comp: Any, rows: np.ndarray, leaf: jax.Array, t: jax.Array, n: jax.Array
+) -> jax.Array:
+    """Flat index (uint32) of the ``n``-th entry (n >= 1) of leaf ``leaf`` whose key equals
+    ``t``, from the compacted in-bracket entries of all leaves
+    (:class:`~sparsejax.kernels.selection.Compacted`, leaf ``i`` in rows ``rows[i]`` to
+    ``rows[i + 1]``): all ties are there when ``t`` lies inside the bracket and no
+    program overflowed."""
+    g = lax.broadcasted_iota(jnp.int32, (comp.hits.shape[0], 1), 0)
+    lo, hi = jnp.asarray(rows[:-1])[leaf], jnp.asarray(rows[1:])[leaf]
+    ties = comp.filled & (comp.keys[:, :-1] == t) & (g >= lo) & (g < hi)
+    before = jnp.cumsum(jnp.sum(ties, axis=1, dtype=_U32), dtype=_U32)  # ties up to row g
+    r = jnp.sum(before < n, dtype=jnp.int32)
+    done = jnp.where(r > 0, before[jnp.maximum(r - 1, 0)], _U32(0))
+    row = lax.dynamic_index_in_dim(ties, r, keepdims=False)
+    slot = jnp.sum(jnp.cumsum(row, dtype=_U32) < n - done, dtype=jnp.int32)
+    return comp.positions[r, slot].astype(_U32)
 
 
 def _bin_of_kth(hist: jax.Array, start: jax.Array, k: jax.Array) -> jax.Array:
@@ -514,8 +614,10 @@ def _select_lowest(
         split by :func:`_tie_index` in one leaf, or the remaining radix passes.
       sources: per leaf, the float32 group scores and already-pruned flags its
         keys come from (``None``: keys only through ``key_fns``).
-      pallas: with ``sampled``, run the histogram pass and the final mask of
-        every leaf with a source as Pallas kernels (NVIDIA GPUs).
+      pallas: with ``sampled`` and a source for every leaf, read the scores once
+        (NVIDIA GPUs): :func:`_bracket_passes` writes provisional masks, the
+        ties come from its compacted entries (:func:`_compacted_tie_index`) and
+        :func:`~sparsejax.kernels.selection.finish_mask` fixes the masks.
 
     Returns:
       One bool array per leaf (the key's shape): ``True`` where selected.
@@ -622,46 +724,66 @@ def _select_lowest(
     # reading a predicate back to the host (a while_loop stalls the host once per pass: 16
     # syncs per selection, most of the cost of a mask update on a small model). The index
     # passes run only when a split is needed: one predicate read when none is.
+    keeps = None
     if sampled:
         inputs = [_kernel_input(src, pallas) for src in (sources or [None] * num_leaves)]
-        valid, p0, kbase0, below0, upto0 = _sampled_start(key_fns, sizes, k_lo[0], b, inputs)
+        if all(inp is not None for inp in inputs):
+            keeps, comp, rows, first = _bracket_passes(inputs, key_fns, sizes, k_lo[0], b)
+        else:
+            first = _sampled_start(key_fns, sizes, k_lo[0], b)
+        valid, p0, kbase0, below0, upto0 = first
         pick = functools.partial(jnp.where, valid)
         kb, bl, up = pick(kbase0, init[1]), pick(below0, init[2]), pick(upto0, init[3])
         start = (pick(p0, 0), kb, bl, up, init[4], *split(kb, bl, up))
         need0, partial0 = start[5], start[6]
         # One switch, so one predicate read by the host: the threshold is fixed (branch 0),
-        # or fixed with ties to split in leaf i (branch 1 + i), or radix passes remain (a
-        # missed bracket, or bins wider than one key: the last branch).
-        done = valid & (p0 >= key_passes)
-        tied = jnp.where(jnp.any(partial0), 1 + jnp.argmax(partial0).astype(jnp.int32), 0)
-        case = jnp.where(done, tied, num_leaves + 1)
+        # or fixed with ties to split in one leaf (the tie branches), or radix passes remain
+        # (a missed bracket, or bins wider than one key: the last branch).
+        j = jnp.argmax(partial0).astype(jnp.int32)
 
         def tie(i):
-            at = _tie_index(key_fns[i], sizes[i], per_leaf(kb)[i], need0[i])
+            # The split leaf i: static for the XLA passes, which re-read it; dynamic (one
+            # branch) for the compacted entries of the Pallas passes.
+            if keeps is None:
+                at = _tie_index(key_fns[i], sizes[i], per_leaf(kb)[i], need0[i])
+            else:
+                at = _compacted_tie_index(comp, rows, i, per_leaf(kb)[i], need0[i])
             return (*start[:4], jnp.where(jnp.arange(num_leaves) == i, at, _U32(0)), *start[5:])
 
         def rest():
             state = lax.while_loop(lambda st: st[0] < key_passes, key_pass, start)
             return lax.while_loop(more_index_passes, index_pass, state)
 
-        branches = [lambda: start, *(functools.partial(tie, i) for i in range(num_leaves)), rest]
-        state = lax.switch(case, branches)
+        if keeps is None:
+            ties = [functools.partial(tie, i) for i in range(num_leaves)]
+            tied = 1 + j
+        else:
+            ties = [functools.partial(tie, j)]
+            tied = jnp.int32(1)
+        done = valid & (p0 >= key_passes)
+        case = jnp.where(done, jnp.where(jnp.any(partial0), tied, 0), len(ties) + 1)
+        state = lax.switch(case, [lambda: start, *ties, rest])
     else:
         state = lax.fori_loop(0, key_passes, lambda _, st: key_pass(st), init)
         state = lax.while_loop(more_index_passes, index_pass, state)
     _, kbase, _, _, ibase, need, partial = state
     bound = jnp.where(partial, ibase + _U32(1), jnp.where(need == 0, _U32(0), _U32(_KEY_EXCLUDED)))
     threshold = per_leaf(kbase)
+    if keeps is not None:
+        from sparsejax.kernels.selection import finish_mask
+
+        # The provisional masks need only their in-bracket entries fixed when the bracket
+        # held the threshold (``valid``); otherwise the kernels recompute them. Returned
+        # negated: the caller's ``~`` cancels it (XLA folds the double not).
+        return [
+            ~finish_mask(*inputs[i], keeps[i], comp, int(rows[i]), threshold[i], bound[i], valid)
+            .reshape(shapes[i])
+            for i in range(num_leaves)
+        ]
     zero = lax.optimization_barrier(jnp.zeros((), _U32))
     out = []
     for i, fn in enumerate(key_fns):
         t = threshold[i]
-        if sampled and inputs[i] is not None:
-            from sparsejax.kernels.selection import keep_mask
-
-            # Returned negated: the caller's ``~`` cancels it (XLA folds the double not).
-            out.append(~keep_mask(*inputs[i], t, bound[i]).reshape(shapes[i]))
-            continue
         key = fn(zero)
         out.append((key < t) | ((key == t) & (_flat_index(key.shape) < bound[i])))
     return out

@@ -197,7 +197,8 @@ def test_search_errors():
 @pytest.mark.parametrize("with_mask", [False, True])
 def test_pallas_passes_equal_the_xla_passes(monkeypatch, with_mask):
     # The kernels of sparsejax.kernels.selection (interpret mode off GPU) in place of
-    # XLA's reduction + scatter and mask fusion: the same masks, bit for bit.
+    # XLA's reduction + scatter and mask fusion: the same masks, bit for bit. Scores
+    # rounded to 2 decimals tie at the threshold: the split comes from the compacted ties.
     rng = np.random.default_rng(5)
     scores = {
         "a": jnp.asarray(np.round(rng.standard_normal((300, 70)), 2), jnp.float32),
@@ -207,12 +208,11 @@ def test_pallas_passes_equal_the_xla_passes(monkeypatch, with_mask):
     if with_mask:
         kw["mask"] = jax.tree.map(lambda x: jnp.asarray(rng.random(x.shape) > 0.4), scores)
     calls = []
-    for name in ("count_and_histogram", "keep_mask"):
-        fn = getattr(selection_kernels, name)
+    for name in ("bracket_pass", "finish_mask", "_compacted_tie_index"):
+        module = select if name.startswith("_") else selection_kernels
+        fn = getattr(module, name)
         monkeypatch.setattr(
-            selection_kernels,
-            name,
-            lambda *a, fn=fn, name=name, **k: calls.append(name) or fn(*a, **k),
+            module, name, lambda *a, fn=fn, name=name, **k: calls.append(name) or fn(*a, **k)
         )
     for s in (0.3, 0.8):
         want = prune(scores, s, scope="global", search="sampled", **kw)
@@ -221,9 +221,11 @@ def test_pallas_passes_equal_the_xla_passes(monkeypatch, with_mask):
         monkeypatch.setattr(select, "_pallas_passes", lambda: False)
         assert_same(got, want)
         assert_same(got, prune(scores, s, scope="global", search="radix", **kw))
-    # Traced once (the counts are arguments): one kernel of each kind per leaf.
-    assert sorted(calls) == ["count_and_histogram"] * 2 + ["keep_mask"] * 2
-    # All tied: every key is in the bracket, the kernel's slots overflow, the radix takes over.
+    # Traced once (the counts are arguments): one kernel of each kind per leaf, and one
+    # tie branch for whichever leaf holds the split.
+    assert sorted(calls) == ["_compacted_tie_index"] + ["bracket_pass"] * 2 + ["finish_mask"] * 2
+    # All tied: every key is in the bracket, the kernel's slots overflow, the radix passes
+    # find the threshold and finish_mask recomputes every entry.
     tied = {"a": jnp.ones((300, 70)), "b": jnp.ones((90, 100))}
     monkeypatch.setattr(select, "_pallas_passes", lambda: True)
     got = prune(tied, 0.5, scope="global", search="sampled")
@@ -231,17 +233,102 @@ def test_pallas_passes_equal_the_xla_passes(monkeypatch, with_mask):
     assert_same(got, prune(tied, 0.5, scope="global", search="radix"))
 
 
-def test_interpreted_count_and_histogram_equals_numpy():
-    # Interpret mode writes masked-off lanes of a store back: they must not clobber kept keys.
+def test_pallas_passes_with_a_missed_bracket(monkeypatch):
+    # The sampled entries (period = the sample stride) are 0, all others above: the bracket
+    # misses, the provisional masks are wrong, and finish_mask must rewrite every entry.
+    n = 2**21
+    stride = max(1, n >> select._SAMPLE_LOG2)
+    x = np.ones(n, np.float32) + np.arange(n, dtype=np.float32) * 1e-7
+    x[stride // 2 :: stride] = 0.0
+    leaves = [x[: n // 2].reshape(512, -1), x[n // 2 :].reshape(-1, 4096)]
+    k = 3 * n // 4
+    assert not sampled_state(leaves, k)[0]
+    monkeypatch.setattr(select, "_pallas_passes", lambda: True)
+    got = prune(leaves, 0.75, scope="global", search="sampled")
+    assert_same(got, reference_mask(leaves, k))
+
+
+def _interpreted_bracket(x, flags, base, shift, nbins, **kw):
+    first = np.uint32(base >> np.uint32(shift))
+    return selection_kernels.bracket_pass(
+        jnp.asarray(x),
+        flags,
+        jnp.uint32(base),
+        jnp.uint32(shift),
+        jnp.uint32(first),
+        nbins=nbins,
+        interpret=True,
+        **kw,
+    )
+
+
+@pytest.mark.parametrize("with_flags", [False, True])
+def test_interpreted_bracket_pass_and_finish_mask_equal_numpy(with_flags):
+    # Two leaves share the compacted buffers (the second updates the first's in place).
+    # Interpret mode writes masked-off lanes of a store back: they must not clobber kept
+    # keys, and finish_mask's spare lanes repeat a kept entry.
     rng = np.random.default_rng(6)
-    x = jnp.asarray(np.round(rng.standard_normal(10_000), 3), jnp.float32)
-    key = np.asarray(select._float_key(x, None))
-    for base, shift in ((np.sort(key)[5000], 4), (np.sort(key)[9000], 0)):
-        first = np.uint32(base >> np.uint32(shift))
-        below, hist, overflow = selection_kernels.count_and_histogram(
-            x, None, jnp.uint32(base), jnp.uint32(shift), jnp.uint32(first), nbins=1024
+    tile, slots = selection_kernels.TILE, selection_kernels.SLOTS
+    sizes = (10_000, 3_000)
+    rows = np.concatenate([[0], np.cumsum([-(-n // tile) for n in sizes])])
+    xs = [jnp.asarray(np.round(rng.standard_normal(n), 3), jnp.float32) for n in sizes]
+    flags = [jnp.asarray(rng.random(n) < 0.2, jnp.int8) if with_flags else None for n in sizes]
+    keys = [
+        np.asarray(select._float_key(x, None if f is None else f != 0)) for x, f in zip(xs, flags)
+    ]
+    srt = np.sort(keys[0])
+    for base, shift, nbins in ((srt[5000], 0, 64), (srt[9000], 0, 32), (srt[3000], 4, 8)):
+        comp, provisional, inside = None, [], []
+        for i, (x, f, key) in enumerate(zip(xs, flags, keys)):
+            keep, comp = _interpreted_bracket(
+                x, f, base, shift, nbins, into=comp, row0=int(rows[i]), rows_total=int(rows[-1])
+            )
+            rel = (key >> np.uint32(shift)).astype(np.int64) - int(base >> np.uint32(shift))
+            inside.append((rel >= 0) & (rel < nbins))
+            np.testing.assert_array_equal(np.asarray(keep), ~(key < base) & ~inside[-1])
+            provisional.append(keep)
+        filled = np.asarray(comp.filled)
+        assert not bool(comp.overflow)
+        for i, (key, ins) in enumerate(zip(keys, inside)):
+            r = slice(rows[i], rows[i + 1])
+            hits = np.add.reduceat(ins.astype(np.int64), np.arange(0, key.size, tile))
+            np.testing.assert_array_equal(np.asarray(comp.hits)[r], hits)
+            below = np.add.reduceat((key < base).astype(np.int64), np.arange(0, key.size, tile))
+            np.testing.assert_array_equal(np.asarray(comp.below)[r], below)
+            assert hits.max() <= slots
+            got_pos = np.asarray(comp.positions)[r, :-1][filled[r]]
+            np.testing.assert_array_equal(got_pos, np.flatnonzero(ins))
+            np.testing.assert_array_equal(np.asarray(comp.keys)[r, :-1][filled[r]], key[ins])
+        # The threshold inside the bracket: exact mode fixes only the compacted entries.
+        t = np.uint32(keys[0][inside[0]][inside[0].sum() // 2])
+        for i, (x, f, key) in enumerate(zip(xs, flags, keys)):
+            ties = np.flatnonzero(key == t)
+            bound = np.uint32(ties[-1] if ties.size else key.size // 2)
+            want = ~((key < t) | ((key == t) & (np.arange(key.size) < bound)))
+            for exact in (True, False):
+                got = selection_kernels.finish_mask(
+                    x,
+                    f,
+                    provisional[i],
+                    comp,
+                    int(rows[i]),
+                    jnp.uint32(t),
+                    jnp.uint32(bound),
+                    jnp.asarray(exact),
+                    interpret=True,
+                )
+                np.testing.assert_array_equal(np.asarray(got), want)
+    # A threshold outside the bracket: only the recomputing mode is right.
+    t = np.uint32(srt[100])
+
+    def recompute(row0):
+        args = (jnp.uint32(t), jnp.uint32(0), jnp.asarray(False))
+        return selection_kernels.finish_mask(
+            xs[0], flags[0], provisional[0], comp, row0, *args, interpret=True
         )
-        rel = (key >> np.uint32(shift)).astype(np.int64) - int(first)
-        want = np.bincount(rel[(rel >= 0) & (rel < 1024)], minlength=1024)
-        assert int(below) == int((key < base).sum()) and not bool(overflow)
-        np.testing.assert_array_equal(np.asarray(hist), want)
+
+    np.testing.assert_array_equal(np.asarray(recompute(0)), ~(keys[0] < t))
+    with pytest.raises(ValueError, match=r"rows 4\.\.9 of 7 do not match"):
+        recompute(4)
+    with pytest.raises(ValueError, match=r"rows 6\.\.11 of a leaf outside the 7 rows"):
+        _interpreted_bracket(xs[0], flags[0], srt[10], 0, 8, into=comp, row0=6)

@@ -1,7 +1,7 @@
-"""The Pallas passes of the sampled search with real atomics: GPU only (skipped elsewhere).
+"""The Pallas passes of the sampled search compiled by Triton: GPU only (skipped elsewhere).
 
-Off GPU the same kernels run in interpret mode with a scatter-add histogram
-(``tests/test_select_sampled.py``); this file checks the Triton version.
+Off GPU the same kernels run in interpret mode (``tests/test_select_sampled.py``);
+this file checks the Triton versions.
 """
 
 import jax
@@ -18,39 +18,55 @@ pytestmark = pytest.mark.skipif(jax.default_backend() != "gpu", reason="needs an
 
 @pytest.mark.parametrize("n", [1, 4095, 4096, 1_000_003])
 @pytest.mark.parametrize("with_flags", [False, True])
-def test_count_and_histogram_with_atomics(n, with_flags):
+def test_bracket_pass_and_finish_mask(n, with_flags):
+    # A second leaf of 5000 scores first fills rows 0..2; the leaf under test follows it
+    # in the same compacted buffers (aliased, updated in place).
     rng = np.random.default_rng(n)
     x = jnp.asarray(np.round(rng.standard_normal(n), 3), jnp.float32)
     flags = jnp.asarray(rng.random(n) < 0.3, jnp.int8) if with_flags else None
+    other = jnp.asarray(rng.standard_normal(5000), jnp.float32)
     key = np.asarray(_float_key(x, None if flags is None else flags != 0))
     srt = np.sort(key)
     base = np.uint32(srt[n // 3])
+    row0 = -(-5000 // ks.TILE)
+    rows_total = row0 + -(-n // ks.TILE)
     for shift, nbins in ((0, 1024), (4, 1024), (0, 8)):
         first = np.uint32(base >> shift)
-        below, hist, overflow = ks.count_and_histogram(
-            x, flags, jnp.uint32(base), jnp.uint32(shift), jnp.uint32(first), nbins=nbins
-        )
+        args = (jnp.uint32(base), jnp.uint32(shift), jnp.uint32(first))
+        _, comp = ks.bracket_pass(other, None, *args, nbins=nbins, rows_total=rows_total)
+        keep, comp = ks.bracket_pass(x, flags, *args, nbins=nbins, into=comp, row0=row0)
         rel = (key >> np.uint32(shift)).astype(np.int64) - int(first)
         inside = (rel >= 0) & (rel < nbins)
-        want = np.bincount(rel[inside], minlength=nbins)
-        hits = np.add.reduceat(inside, np.arange(0, n, ks.TILE))
-        assert int(below) == int((key < base).sum())
-        assert bool(overflow) == bool((hits > ks.SLOTS).any())
-        if not overflow:
-            np.testing.assert_array_equal(np.asarray(hist), want)
-
-
-@pytest.mark.parametrize("out_dtype", [jnp.bool_, jnp.int8])
-def test_keep_mask(out_dtype):
-    rng = np.random.default_rng(1)
-    n = 100_001
-    x = jnp.asarray(np.round(rng.standard_normal(n), 2), jnp.float32)
-    key = np.asarray(_float_key(x, None))
-    t = np.uint32(np.sort(key)[n // 2])
-    got = ks.keep_mask(x, None, jnp.uint32(t), jnp.uint32(5000), out_dtype=out_dtype)
-    want = ~((key < t) | ((key == t) & (np.arange(n) < 5000)))
-    assert got.dtype == jnp.bool_
-    np.testing.assert_array_equal(np.asarray(got), want)
+        hits = np.add.reduceat(inside.astype(np.int64), np.arange(0, n, ks.TILE))
+        below = np.add.reduceat((key < base).astype(np.int64), np.arange(0, n, ks.TILE))
+        np.testing.assert_array_equal(np.asarray(comp.hits)[row0:], hits)
+        np.testing.assert_array_equal(np.asarray(comp.below)[row0:], below)
+        np.testing.assert_array_equal(np.asarray(keep), ~(key < base) & ~inside)
+        if hits.max() > ks.SLOTS:
+            assert bool(comp.overflow)
+            continue
+        filled = np.asarray(comp.filled)[row0:]
+        positions = np.asarray(comp.positions)[row0:, :-1][filled]
+        np.testing.assert_array_equal(positions, np.flatnonzero(inside))
+        np.testing.assert_array_equal(np.asarray(comp.keys)[row0:, :-1][filled], key[inside])
+        if not inside.any():
+            continue
+        t = np.uint32(key[inside][inside.sum() // 2])
+        bound = np.uint32(np.flatnonzero(key == t)[-1])
+        want = ~((key < t) | ((key == t) & (np.arange(n) < bound)))
+        for exact in (True, False):
+            # finish_mask updates keep in place: give each call its own copy.
+            got = ks.finish_mask(
+                x,
+                flags,
+                jnp.array(keep, copy=True),
+                comp,
+                row0,
+                jnp.uint32(t),
+                jnp.uint32(bound),
+                jnp.asarray(exact),
+            )
+            np.testing.assert_array_equal(np.asarray(got), want)
 
 
 def test_sampled_prune_with_kernels_equals_radix():

@@ -10,8 +10,10 @@ same process and on the same scores:
   ``jax.jit``, one column per ``--variants`` entry: ``sampled`` (a sorted
   strided sample of 2**20 scores brackets the threshold; one pass counts below
   the bracket and histograms the entries inside it into 2**18 bins, then one
-  writes the masks; on a GPU both passes are Pallas kernels, ``sampled-xla``
-  runs them as XLA's reduction + scatter and fusion)
+  writes the masks; on a single GPU one Pallas pass reads the scores, writes
+  provisional masks and compacts the in-bracket entries, and a second kernel
+  fixes those entries; ``sampled-xla`` runs XLA's reduction + scatter and
+  mask fusion, the path taken with several devices)
   and ``radix-bB`` (``32 / B`` counting passes of per-leaf reductions on the
   float bit pattern). No concatenated copy, no sort of the scores;
 * ``top_k``: the usual reference (JaxPruner style) — concatenate the flattened

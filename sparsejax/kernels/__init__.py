@@ -2,10 +2,10 @@
 
 * :mod:`sparsejax.kernels.block_sparse` — block-sparse products (Pallas/Triton
   kernels and a ``jnp`` reference): :func:`spmm`, :func:`spmm_t`, :func:`sddmm`.
-* :mod:`sparsejax.kernels.selection` — the two full passes of global
-  selection's sampled search (count + histogram, keep mask) as Pallas kernels:
-  :func:`~sparsejax.kernels.selection.count_and_histogram`,
-  :func:`~sparsejax.kernels.selection.keep_mask`.
+* :mod:`sparsejax.kernels.selection` — global selection's sampled search in one
+  read of the scores, as Pallas kernels:
+  :func:`~sparsejax.kernels.selection.bracket_pass` (count, compact, provisional
+  mask), :func:`~sparsejax.kernels.selection.finish_mask`.
 * :mod:`sparsejax.kernels.linear` — :class:`~sparsejax.kernels.linear.BlockSparseLinear`,
   the NNX layer (import it from there; it needs Flax).
 

@@ -1,27 +1,33 @@
 """Pallas (Triton) passes of global selection's sampled search, for NVIDIA GPUs.
 
-:func:`sparsejax.prune` with ``search="sampled"`` reads every score twice:
-once to count the keys below a sampled bracket and histogram the keys inside
-it, once to write the mask. In XLA the first read is a reduction plus a
-scatter whose updates are all the entries (on an H100 the scatter ran at
-about a quarter of the memory bandwidth: 4.7 of the 8.6 ms of a 1e9-score
-selection). These kernels do each read in one streaming pass:
+:func:`sparsejax.prune` with ``search="sampled"`` brackets the threshold key
+from a sorted sample of the scores. On a single NVIDIA GPU it then reads
+every score **once**:
 
-* :func:`count_and_histogram` — per program of ``TILE`` scores, the number of
-  keys below ``base`` and the keys inside the bracket, compacted by a prefix
-  sum into ``SLOTS`` slots of the program (no atomics: Pallas' atomic adds are
-  acquire-release and were slower than XLA's scatter); XLA histograms the
-  compacted keys (under 2% of the entries).
-* :func:`keep_mask` — the keep mask ``~((key < t) | (key == t & index < bound))``.
+* :func:`bracket_pass` — per program of ``TILE`` scores: the number of keys
+  below the bracket; the keys inside it and their flat positions, compacted
+  by a prefix sum into ``SLOTS`` slots of the program (no atomics: Pallas'
+  atomic adds are acquire-release and were slower than XLA's scatter); and a
+  provisional keep mask, right for every entry outside the bracket (kept
+  above it, pruned below it). XLA histograms the compacted keys (about 0.6%
+  of the entries at sparsity 0.9) to find the exact threshold.
+* :func:`finish_mask` — writes the final value of the compacted entries
+  into the provisional mask in place (a few bytes per program, no re-read of
+  the scores). If the bracket missed the threshold, or a program had more
+  in-bracket keys than slots, it instead recomputes the whole mask from the
+  scores: the flag is read on the device, so neither case costs a host
+  round trip or a copy of the mask.
 
 Keys are :func:`sparsejax.select._float_key` of the scores (and of the
-``pruned`` flags of an existing mask), computed in the kernel, so they are
+``pruned`` flags of an existing mask), computed in the kernels, so they are
 never written to memory. Off GPU the kernels run in Pallas interpret mode
 (``interpret=None``); ``tests/test_selection_kernels.py`` checks the Triton
 versions on a GPU.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -30,19 +36,57 @@ from jax.experimental import pallas as pl
 
 from sparsejax.kernels.block_sparse import _triton_compiler_params
 
-__all__ = ["MAX_ENTRIES", "SLOTS", "TILE", "count_and_histogram", "keep_mask"]
+__all__ = ["MAX_ENTRIES", "ROWS", "SLOTS", "TILE", "Compacted", "bracket_pass", "finish_mask"]
 
 #: Entries per program (one vectorized load of ``TILE`` float32 per program). On an
 #: H100, 55M scores: count + compact 118 µs at 2048 (slots 32) or 1024, 167 µs at 4096,
-#: 275 µs at 8192; the mask kernel streams at about 3.1 TB/s (90 µs).
+#: 275 µs at 8192.
 TILE = 2048
-#: Compacted in-bracket keys per program of :func:`count_and_histogram`. The bins
-#: cover at most about 1.2% of the keys (twice the sampled bracket at sparsity 0.5):
-#: about 25 of a tile of 2048, so 64 slots overflow with probability ~1e-11 per tile
-#: for scores in random order.
+#: Compacted in-bracket keys per program of :func:`bracket_pass`. The bracket holds at
+#: most about 1.2% of the keys (at sparsity 0.5): about 25 of a tile of 2048, so 64
+#: slots overflow with probability ~1e-11 per tile for scores in random order.
 SLOTS = 64
+#: Bracket programs per program of :func:`finish_mask` (one program per bracket program
+#: spent 22 µs of a 55M-score mask on launching programs that each store a few bytes).
+ROWS = 16
 #: Largest leaf the kernels take (int32 flat indices).
 MAX_ENTRIES = 2**31 - TILE
+
+_U32 = jnp.uint32
+
+
+class Compacted(NamedTuple):
+    """The in-bracket entries that :func:`bracket_pass` compacts, for all leaves in one
+    set of buffers: ``G`` rows, one per program, leaf after leaf (a leaf of ``n`` scores
+    has ``cdiv(n, tile)`` rows from its ``row0``); slot ``slots`` of each row is scratch.
+
+    Attributes:
+      keys: ``(G, slots + 1)`` uint32, row ``g``: the in-bracket keys of program ``g``
+        in position order (the first ``min(hits[g], slots)`` are written).
+      positions: ``(G, slots + 1)`` int32 flat indices (in their leaf) of those keys.
+      hits: ``(G,)`` int32 in-bracket keys per program (more than ``slots``: overflow).
+      below: ``(G,)`` int32 keys below the bracket per program.
+    """
+
+    keys: jax.Array
+    positions: jax.Array
+    hits: jax.Array
+    below: jax.Array
+
+    @property
+    def slots(self) -> int:
+        return self.keys.shape[1] - 1
+
+    @property
+    def filled(self) -> jax.Array:
+        """``(G, slots)`` bool: which slots hold a key."""
+        g, s = self.hits.shape[0], self.slots
+        return lax.broadcasted_iota(jnp.int32, (g, s), 1) < self.hits[:, None]
+
+    @property
+    def overflow(self) -> jax.Array:
+        """``()`` bool: some program had more in-bracket keys than slots."""
+        return jnp.any(self.hits > self.slots)
 
 
 def _plgpu():
@@ -51,12 +95,15 @@ def _plgpu():
     return plgpu
 
 
-def _load_keys(x_ref, p_ref, n: int, tile: int):
-    """Flat indices, in-range flags and keys of this program's ``tile`` entries."""
+def _load_keys(x_ref, p_ref, n: int, tile: int, start):
+    """Flat indices, in-range flags and keys of the ``tile`` entries from ``start``.
+
+    ``start`` comes from the caller: interpret mode resolves ``pl.program_id`` only
+    outside ``pl.when`` branches.
+    """
     from sparsejax.select import _float_key
 
     plgpu = _plgpu()
-    start = pl.program_id(0) * tile
     offs = start + lax.broadcasted_iota(jnp.int32, (tile,), 0)
     valid = offs < n
     x = plgpu.load(x_ref.at[pl.ds(start, tile)], mask=valid, other=0.0)
@@ -73,13 +120,13 @@ def _interpret(interpret: bool | None) -> bool:
 def _check(x: jax.Array, pruned: jax.Array | None) -> None:
     if x.ndim != 1 or x.dtype != jnp.float32:
         raise ValueError(f"scores must be a flat float32 array, got {x.dtype}{x.shape}")
-    if x.shape[0] > MAX_ENTRIES:
-        raise ValueError(f"at most {MAX_ENTRIES} entries per call, got {x.shape[0]}")
+    if not 0 < x.shape[0] <= MAX_ENTRIES:
+        raise ValueError(f"between 1 and {MAX_ENTRIES} entries per call, got {x.shape[0]}")
     if pruned is not None and pruned.shape != x.shape:
         raise ValueError(f"pruned flags of shape {pruned.shape} for scores of shape {x.shape}")
 
 
-def count_and_histogram(
+def bracket_pass(
     x: jax.Array,
     pruned: jax.Array | None,
     base: jax.Array,
@@ -87,117 +134,201 @@ def count_and_histogram(
     first_bin: jax.Array,
     *,
     nbins: int,
+    into: Compacted | None = None,
+    row0: int = 0,
+    rows_total: int | None = None,
     tile: int = TILE,
     slots: int = SLOTS,
     num_warps: int = 4,
     interpret: bool | None = None,
-) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """Keys below ``base`` and the histogram of the keys in the bracket, in one read.
+) -> tuple[jax.Array, Compacted]:
+    """Count, compact and provisionally mask a leaf against a key bracket, in one read.
 
-    Each program reads ``tile`` scores, counts its keys below ``base`` and
-    compacts its keys inside the bracket (``first_bin <= key >> shift <
-    first_bin + nbins``) into its own ``slots`` output slots (a prefix sum of
-    the hits; no atomics). XLA then histograms the few compacted keys. A
-    program with more than ``slots`` hits (scores concentrated in the
-    bracket: heavy ties, sorted data) sets ``overflow``; the histogram then
-    misses keys, and the caller must not use it.
+    The bracket holds the keys with ``first_bin <= key >> shift < first_bin +
+    nbins``; ``base = first_bin << shift``. Program ``g`` reads ``tile``
+    scores, writes their provisional keep mask (True above the bracket, False
+    below and inside it), and into row ``row0 + g`` of the compacted buffers
+    its count of keys below ``base`` and its in-bracket keys and their flat
+    indices (compacted by a prefix sum of the hits; no atomics).
 
     Args:
       x: ``(n,)`` float32 scores.
       pruned: ``(n,)`` int8 flags (nonzero: already pruned, key 0) or ``None``.
-      base, shift, first_bin: uint32 scalars; bin ``j`` holds the keys with
-        ``key >> shift == first_bin + j``.
-      nbins: number of bins (static).
-      slots: compacted keys kept per program (static).
+      base, shift, first_bin: uint32 scalars.
+      nbins: bins of the bracket (static).
+      into: compacted buffers of earlier leaves, updated in place (aliased); ``None``
+        makes new ones of ``rows_total`` rows (default: this leaf's).
+      row0: this leaf's first row (static).
+      slots: compacted keys kept per program (static, a power of two).
       interpret: run in Pallas interpret mode (default: off GPU).
 
     Returns:
-      ``(below, hist, overflow)``: uint32 ``()``, uint32 ``(nbins,)``, bool ``()``.
+      ``(keep, compacted)``: the ``(n,)`` bool provisional mask and the buffers.
     """
     _check(x, pruned)
     plgpu = _plgpu()
     n = x.shape[0]
     grid = pl.cdiv(n, tile)
-    params = jnp.stack([base, shift, first_bin]).astype(jnp.uint32)
+    if into is None:
+        total = grid if rows_total is None else rows_total
+    else:
+        total = into.hits.shape[0]
+        if into.slots != slots:
+            raise ValueError(f"compacted buffers of {into.slots} slots, expected {slots}")
+    if not 0 <= row0 <= total - grid:
+        raise ValueError(f"rows {row0}..{row0 + grid} of a leaf outside the {total} rows")
+    params = jnp.stack([base, shift, first_bin]).astype(_U32)
     has_pruned = pruned is not None
 
     def kernel(params_ref, x_ref, *refs):
         p_ref = refs[0] if has_pruned else None
-        keys_ref, hits_ref, below_ref = refs[-3:]
+        keep_ref, keys_ref, pos_ref, hits_ref, below_ref = refs[-5:]
         i = pl.program_id(0)
-        _, valid, key = _load_keys(x_ref, p_ref, n, tile)
-        below_ref[i] = jnp.sum((valid & (key < params_ref[0])).astype(jnp.int32))
-        hit = valid & ((key >> params_ref[1]) - params_ref[2] < jnp.uint32(nbins))
+        row = row0 + i
+        offs, valid, key = _load_keys(x_ref, p_ref, n, tile, i * tile)
+        below = key < params_ref[0]
+        hit = (key >> params_ref[1]) - params_ref[2] < _U32(nbins)
+        plgpu.store(keep_ref.at[pl.ds(i * tile, tile)], ~(below | hit), mask=valid)
+        below_ref[row] = jnp.sum((valid & below).astype(jnp.int32))
+        hit = valid & hit
         hits = hit.astype(jnp.int32)
-        pos = jnp.cumsum(hits) - 1
-        keep = hit & (pos < slots)
-        # Misses aim at a spare slot: masked off on GPU, but interpret mode's masked
+        slot = jnp.cumsum(hits) - 1
+        kept = hit & (slot < slots)
+        # Misses aim at the spare slot: masked off on GPU, but interpret mode's masked
         # store writes every lane back, which must not overwrite a kept key.
-        dst = i * (slots + 1) + jnp.where(keep, pos, slots)
-        plgpu.store(keys_ref.at[dst], key, mask=keep)
-        hits_ref[i] = jnp.sum(hits)
+        dst = row * (slots + 1) + jnp.where(kept, slot, slots)
+        plgpu.store(keys_ref.at[dst], key, mask=kept)
+        plgpu.store(pos_ref.at[dst], offs, mask=kept)
+        hits_ref[row] = jnp.sum(hits)
 
     inputs = (params, x, *((pruned,) if has_pruned else ()))
-    keys, hits, below = pl.pallas_call(
-        kernel,
+    aliases = {}
+    if into is not None:
+        buffers = (into.keys.reshape(-1), into.positions.reshape(-1), into.hits, into.below)
+        aliases = {len(inputs) + j: 1 + j for j in range(4)}
+        inputs = (*inputs, *buffers)
+
+    def kernel_args(params_ref, x_ref, *refs):
+        # Aliased inputs come before the outputs; the kernel uses the outputs only.
+        return kernel(params_ref, x_ref, *refs[: len(refs) - 5 - len(aliases)], *refs[-5:])
+
+    keep, keys, positions, hits, below = pl.pallas_call(
+        kernel_args,
         grid=(grid,),
         out_shape=(
-            jax.ShapeDtypeStruct((grid * (slots + 1),), jnp.uint32),
-            jax.ShapeDtypeStruct((grid,), jnp.int32),
-            jax.ShapeDtypeStruct((grid,), jnp.int32),
+            jax.ShapeDtypeStruct((n,), jnp.bool_),
+            jax.ShapeDtypeStruct((total * (slots + 1),), _U32),
+            jax.ShapeDtypeStruct((total * (slots + 1),), jnp.int32),
+            jax.ShapeDtypeStruct((total,), jnp.int32),
+            jax.ShapeDtypeStruct((total,), jnp.int32),
         ),
+        input_output_aliases=aliases,
         interpret=_interpret(interpret),
         compiler_params=_triton_compiler_params(num_warps, 1),
-        name="selection_count_and_compact",
+        name="selection_bracket_pass",
     )(*inputs)
-    u32 = jnp.uint32
-    filled = lax.broadcasted_iota(jnp.int32, (grid, slots), 1) < hits[:, None]
-    rel = (keys.reshape(grid, slots + 1)[:, :slots] >> params[1]) - params[2]
-    from sparsejax.select import _histogram  # select imports this module lazily
+    compacted = Compacted(
+        keys=keys.reshape(total, slots + 1),
+        positions=positions.reshape(total, slots + 1),
+        hits=hits,
+        below=below,
+    )
+    return keep, compacted
 
-    hist = _histogram(rel.reshape(-1), filled.reshape(-1), nbins)
-    return jnp.sum(below.astype(u32), dtype=u32), hist, jnp.any(hits > slots)
 
-
-def keep_mask(
+def finish_mask(
     x: jax.Array,
     pruned: jax.Array | None,
+    keep: jax.Array,
+    compacted: Compacted,
+    row0: int,
     threshold: jax.Array,
     bound: jax.Array,
+    exact: jax.Array,
     *,
     tile: int = TILE,
+    rows: int = ROWS,
     num_warps: int = 4,
     interpret: bool | None = None,
-    out_dtype=jnp.bool_,
 ) -> jax.Array:
-    """``~((key < threshold) | ((key == threshold) & (index < bound)))`` as ``(n,)`` bool.
+    """The keep mask ``~((key < threshold) | ((key == threshold) & (index < bound)))``.
 
-    ``threshold`` and ``bound`` are uint32 scalars (``bound`` compares with the
-    flat index of the entry). ``out_dtype``: the kernel's store type (bool, or
-    int8 compared with 0 afterwards).
+    ``keep`` and the rows of ``compacted`` from ``row0`` come from
+    :func:`bracket_pass` on the same leaf (and the same ``tile``). With
+    ``exact`` (the threshold lies inside the bracket and no program overflowed
+    its slots) each program rewrites only the compacted entries of ``rows``
+    bracket programs in ``keep``, in place: every other entry is already right.
+    Otherwise each program recomputes those ``rows`` tiles from the scores.
+    ``threshold``, ``bound`` (compared with the flat index) and ``exact`` are
+    scalars read on the device. Returns ``(n,)`` bool (the buffer of ``keep``).
     """
     _check(x, pruned)
     plgpu = _plgpu()
     n = x.shape[0]
-    params = jnp.stack([threshold, bound]).astype(jnp.uint32)
+    grid = pl.cdiv(n, tile)
+    total, width = compacted.keys.shape
+    if keep.shape != (n,) or not 0 <= row0 <= total - grid:
+        raise ValueError(
+            f"keep{keep.shape} and rows {row0}..{row0 + grid} of {total} do not match {n} "
+            f"scores in tiles of {tile}"
+        )
+    slots = width - 1
+    params = jnp.stack([threshold, bound, exact]).astype(_U32)
     has_pruned = pruned is not None
+
+    def selected(key, index, params_ref):
+        t = params_ref[0]
+        return (key < t) | ((key == t) & (index.astype(_U32) < params_ref[1]))
 
     def kernel(params_ref, x_ref, *refs):
         p_ref = refs[0] if has_pruned else None
-        o_ref = refs[-1]
-        offs, valid, key = _load_keys(x_ref, p_ref, n, tile)
-        t = params_ref[0]
-        selected = (key < t) | ((key == t) & (offs.astype(jnp.uint32) < params_ref[1]))
-        start = pl.program_id(0) * tile
-        plgpu.store(o_ref.at[pl.ds(start, tile)], (~selected).astype(out_dtype), mask=valid)
+        keys_ref, pos_ref, hits_ref, _, o_ref = refs[-5:]  # the 4th is o_ref's buffer
+        first = pl.program_id(0) * rows
+        fix = params_ref[2] != 0
 
-    inputs = (params, x, *((pruned,) if has_pruned else ()))
-    out = pl.pallas_call(
+        @pl.when(fix)
+        def _():
+            # Lane (r, j): slot j of program first + r of the leaf (programs past the end
+            # repeat the last). Spare lanes of a program repeat its slot 0, and the lanes of
+            # a program without hits rewrite the first entry of its tile with its current
+            # (final) value: every lane may store, and equal indices carry equal values.
+            lane = lax.broadcasted_iota(jnp.int32, (rows * slots,), 0)
+            prog = jnp.minimum(first + lane // slots, grid - 1)
+            hits = jnp.minimum(plgpu.load(hits_ref.at[row0 + prog]), slots)
+            j = lane % slots
+            src = (row0 + prog) * (slots + 1) + jnp.where(j < hits, j, 0)
+            key = plgpu.load(keys_ref.at[src])
+            index = jnp.where(hits > 0, plgpu.load(pos_ref.at[src]), prog * tile)
+            value = ~selected(key, index, params_ref)
+            value = jnp.where(hits > 0, value, plgpu.load(o_ref.at[index]))
+            plgpu.store(o_ref.at[index], value)
+
+        @pl.when(~fix)
+        def _():
+            def tile_body(r, carry):
+                start = (first + r) * tile
+                offs, valid, key = _load_keys(x_ref, p_ref, n, tile, start)
+                value = ~selected(key, offs, params_ref)
+                plgpu.store(o_ref.at[pl.ds(start, tile)], value, mask=valid)
+                return carry
+
+            lax.fori_loop(0, rows, tile_body, 0)
+
+    inputs = (
+        params,
+        x,
+        *((pruned,) if has_pruned else ()),
+        compacted.keys.reshape(-1),
+        compacted.positions.reshape(-1),
+        compacted.hits,
+        keep,
+    )
+    return pl.pallas_call(
         kernel,
-        grid=(pl.cdiv(n, tile),),
-        out_shape=jax.ShapeDtypeStruct((n,), out_dtype),
+        grid=(pl.cdiv(grid, rows),),
+        out_shape=jax.ShapeDtypeStruct((n,), jnp.bool_),
+        input_output_aliases={len(inputs) - 1: 0},
         interpret=_interpret(interpret),
         compiler_params=_triton_compiler_params(num_warps, 1),
-        name="selection_keep_mask",
+        name="selection_finish_mask",
     )(*inputs)
-    return out if out.dtype == jnp.bool_ else out != 0
