@@ -482,24 +482,27 @@ def _bracket_passes(
     """:func:`_sampled_start` with one Pallas :func:`~sparsejax.kernels.selection.bracket_pass`
     per leaf (flat scores and flags ``inputs[i]``).
 
-    The passes write provisional masks and compact the in-bracket keys of all
-    leaves into one set of buffers, so the histogram and the per-leaf counts
+    The passes write provisional masks and flag the in-bracket entries; one
+    :func:`~sparsejax.kernels.selection.compact` per leaf gathers their keys
+    and positions. The buffers hold all leaves, so the histogram and the per-leaf counts
     are a few XLA ops whatever the number of leaves. Returns the provisional
     masks, the compacted buffers, the first row of each leaf (and the total)
     and the radix state.
     """
-    from sparsejax.kernels.selection import TILE, bracket_pass
+    from sparsejax.kernels.selection import TILE, bracket_pass, compact
 
     nbins = 2**_HIST_LOG2
     base, shift, first_bin = _sample_bracket(key_fns, sizes, k, b)
     rows = np.concatenate([[0], np.cumsum([-(-n // TILE) for n in sizes])])
-    keeps, comp = [], None
+    keeps, bits, comp = [], None, None
     for i, inp in enumerate(inputs):
-        keep, comp = bracket_pass(
-            *inp, base, shift, first_bin, nbins=nbins, into=comp, row0=int(rows[i]),
+        keep, bits = bracket_pass(
+            *inp, base, shift, first_bin, nbins=nbins, into=bits, row0=int(rows[i]),
             rows_total=int(rows[-1]),
         )
         keeps.append(keep)
+    for i, inp in enumerate(inputs):
+        comp = compact(*inp, bits, row0=int(rows[i]), into=comp)
     filled = comp.filled
     rel = (comp.keys[:, :-1] >> shift) - first_bin
     total = _histogram(rel, filled, nbins)

@@ -208,7 +208,7 @@ def test_pallas_passes_equal_the_xla_passes(monkeypatch, with_mask):
     if with_mask:
         kw["mask"] = jax.tree.map(lambda x: jnp.asarray(rng.random(x.shape) > 0.4), scores)
     calls = []
-    for name in ("bracket_pass", "finish_mask", "_compacted_tie_index"):
+    for name in ("bracket_pass", "compact", "finish_mask", "_compacted_tie_index"):
         module = select if name.startswith("_") else selection_kernels
         fn = getattr(module, name)
         monkeypatch.setattr(
@@ -223,7 +223,8 @@ def test_pallas_passes_equal_the_xla_passes(monkeypatch, with_mask):
         assert_same(got, prune(scores, s, scope="global", search="radix", **kw))
     # Traced once (the counts are arguments): one kernel of each kind per leaf, and one
     # tie branch for whichever leaf holds the split.
-    assert sorted(calls) == ["_compacted_tie_index"] + ["bracket_pass"] * 2 + ["finish_mask"] * 2
+    per_leaf = ["bracket_pass", "compact", "finish_mask"]
+    assert sorted(calls) == sorted(["_compacted_tie_index"] + per_leaf * 2)
     # All tied: every key is in the bracket, the kernel's slots overflow, the radix passes
     # find the threshold and finish_mask recomputes every entry.
     tied = {"a": jnp.ones((300, 70)), "b": jnp.ones((90, 100))}
@@ -278,15 +279,24 @@ def test_interpreted_bracket_pass_and_finish_mask_equal_numpy(with_flags):
     ]
     srt = np.sort(keys[0])
     for base, shift, nbins in ((srt[5000], 0, 64), (srt[9000], 0, 32), (srt[3000], 4, 8)):
-        comp, provisional, inside = None, [], []
+        bits, comp, provisional, inside = None, None, [], []
         for i, (x, f, key) in enumerate(zip(xs, flags, keys)):
-            keep, comp = _interpreted_bracket(
-                x, f, base, shift, nbins, into=comp, row0=int(rows[i]), rows_total=int(rows[-1])
+            keep, bits = _interpreted_bracket(
+                x, f, base, shift, nbins, into=bits, row0=int(rows[i]), rows_total=int(rows[-1])
             )
             rel = (key >> np.uint32(shift)).astype(np.int64) - int(base >> np.uint32(shift))
             inside.append((rel >= 0) & (rel < nbins))
             np.testing.assert_array_equal(np.asarray(keep), ~(key < base) & ~inside[-1])
             provisional.append(keep)
+        for i, (x, f, ins) in enumerate(zip(xs, flags, inside)):
+            want_bits = np.zeros(int(rows[i + 1] - rows[i]) * tile, bool)
+            want_bits[: ins.size] = ins
+            got_bits = np.asarray(bits.bits)[rows[i] : rows[i + 1]].reshape(-1, 1)
+            got_bits = (got_bits >> np.arange(32, dtype=np.uint32)) & 1
+            np.testing.assert_array_equal(got_bits.reshape(-1).astype(bool), want_bits)
+            comp = selection_kernels.compact(
+                x, f, bits, row0=int(rows[i]), into=comp, rows=2, interpret=True
+            )
         filled = np.asarray(comp.filled)
         assert not bool(comp.overflow)
         for i, (key, ins) in enumerate(zip(keys, inside)):
@@ -331,4 +341,8 @@ def test_interpreted_bracket_pass_and_finish_mask_equal_numpy(with_flags):
     with pytest.raises(ValueError, match=r"rows 4\.\.9 of 7 do not match"):
         recompute(4)
     with pytest.raises(ValueError, match=r"rows 6\.\.11 of a leaf outside the 7 rows"):
-        _interpreted_bracket(xs[0], flags[0], srt[10], 0, 8, into=comp, row0=6)
+        _interpreted_bracket(xs[0], flags[0], srt[10], 0, 8, into=bits, row0=6)
+    with pytest.raises(ValueError, match=r"rows 6\.\.11 of a leaf outside the 7 rows"):
+        selection_kernels.compact(xs[0], flags[0], bits, row0=6, interpret=True)
+    with pytest.raises(ValueError, match="tile must be a multiple of 32, got 1000"):
+        _interpreted_bracket(xs[0], flags[0], srt[10], 0, 8, tile=1000)

@@ -33,8 +33,10 @@ def test_bracket_pass_and_finish_mask(n, with_flags):
     for shift, nbins in ((0, 1024), (4, 1024), (0, 8)):
         first = np.uint32(base >> shift)
         args = (jnp.uint32(base), jnp.uint32(shift), jnp.uint32(first))
-        _, comp = ks.bracket_pass(other, None, *args, nbins=nbins, rows_total=rows_total)
-        keep, comp = ks.bracket_pass(x, flags, *args, nbins=nbins, into=comp, row0=row0)
+        _, bits = ks.bracket_pass(other, None, *args, nbins=nbins, rows_total=rows_total)
+        keep, bits = ks.bracket_pass(x, flags, *args, nbins=nbins, into=bits, row0=row0)
+        comp = ks.compact(other, None, bits)
+        comp = ks.compact(x, flags, bits, row0=row0, into=comp)
         rel = (key >> np.uint32(shift)).astype(np.int64) - int(first)
         inside = (rel >= 0) & (rel < nbins)
         hits = np.add.reduceat(inside.astype(np.int64), np.arange(0, n, ks.TILE))
