@@ -234,6 +234,19 @@ def test_pallas_passes_equal_the_xla_passes(monkeypatch, with_mask):
     assert_same(got, prune(tied, 0.5, scope="global", search="radix"))
 
 
+def test_pallas_passes_under_vmap(monkeypatch):
+    # vmap over 4 seeds batches the kernels (a grid axis); ties at 2 decimals.
+    rng = np.random.default_rng(8)
+    scores = jnp.asarray(np.round(rng.standard_normal((4, 300, 70)), 2), jnp.float32)
+
+    def one(s):
+        return prune([s], 0.7, scope="global", search="sampled")[0]
+
+    want = np.stack([reference_mask([np.asarray(s)], round(0.7 * s.size))[0] for s in scores])
+    monkeypatch.setattr(select, "_pallas_passes", lambda: True)
+    np.testing.assert_array_equal(np.asarray(jax.jit(jax.vmap(one))(scores)), want)
+
+
 def test_pallas_passes_with_a_missed_bracket(monkeypatch):
     # The sampled entries (period = the sample stride) are 0, all others above: the bracket
     # misses, the provisional masks are wrong, and finish_mask must rewrite every entry.
