@@ -50,6 +50,33 @@ def test_sampled_equals_stable_sort_reference(s, seed, decimals):
         np.testing.assert_array_equal(np.asarray(got), want)
 
 
+@settings(max_examples=25, deadline=None)
+@given(
+    s=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**31 - 1),
+    decimals=st.integers(0, 3),
+    masked=st.booleans(),
+)
+def test_pallas_passes_equal_the_references(s, seed, decimals, masked):
+    # The kernels (interpret mode off GPU) against a stable sort, and with an existing
+    # mask against the radix search. Shapes are fixed, so the kernels trace once.
+    rng = np.random.default_rng(seed)
+    leaves = [jnp.asarray(np.round(rng.standard_normal(sh), decimals), jnp.float32) for sh in TREE]
+    n = sum(math.prod(sh) for sh in TREE)
+    kw = {}
+    if masked:
+        kw["mask"] = [jnp.asarray(rng.random(sh) > 0.3) for sh in TREE]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(select, "_pallas_passes", lambda: True)
+        got = prune(leaves, s, scope="global", search="sampled", **kw)
+    want = (
+        prune(leaves, s, scope="global", search="radix", **kw)
+        if masked
+        else reference_mask(leaves, round(s * n))
+    )
+    assert_same(got, want)
+
+
 @pytest.mark.parametrize("jit", [False, True])
 def test_sampled_equals_radix_on_a_strided_sample(jit):
     # 3 · 2**21 entries: stride 6, so the bracket comes from a real sample.
