@@ -100,6 +100,7 @@ from jax.typing import DTypeLike
 
 from sparsejax._tree import named_leaves
 from sparsejax.models import _shapes
+from sparsejax.structures import Neurons
 from sparsejax.train import Batch, StepFn, TrainState
 
 __all__ = [
@@ -1135,7 +1136,7 @@ def init_gates_from_filters(gated: _GatedModel, spread: float = 0.1) -> None:
         layer = getattr(gated, name)
         kernel = layer.kernel[...]
         channels = kernel.shape[-1]
-        norms = jnp.sum(jnp.abs(kernel.reshape(-1, channels)), axis=0)
+        norms = Neurons().reduce(jnp.abs(kernel), "l1").reshape(channels)  # as sj.prune
         rank = jnp.argsort(jnp.argsort(norms, stable=True), stable=True)
         bias = base + spread * rank.astype(jnp.float32) / max(channels - 1, 1)
         gate = layer.gate

@@ -132,8 +132,8 @@ def _sampling_pays() -> bool:
 
 
 def _pallas_passes() -> bool:
-    """Whether the sampled search runs its two full passes as Pallas kernels
-    (:mod:`sparsejax.kernels.selection`): on a single NVIDIA GPU. With several
+    """Whether the sampled search reads the scores once with the Pallas kernels of
+    :mod:`sparsejax.kernels.selection`: on a single NVIDIA GPU. With several
     devices the XLA passes run instead: XLA cannot partition a Pallas call, so
     a sharded leaf would be gathered onto one device."""
     from sparsejax.kernels.block_sparse import default_backend
@@ -280,6 +280,12 @@ def _float_key(
     if already_pruned is not None:
         key = jnp.where(already_pruned, _U32(_KEY_PRUNED), key)
     return key
+
+
+def _selected(key: jax.Array, index: jax.Array, t: jax.Array, bound: jax.Array) -> jax.Array:
+    """The final selection rule: keys below the threshold ``t``, and those equal to it
+    at a flat ``index`` (uint32-comparable) below ``bound``."""
+    return (key < t) | ((key == t) & (index.astype(_U32) < bound))
 
 
 def _flat_index(shape: tuple[int, ...], zero: jax.Array | None = None) -> jax.Array:
@@ -786,9 +792,8 @@ def _select_lowest(
     zero = lax.optimization_barrier(jnp.zeros((), _U32))
     out = []
     for i, fn in enumerate(key_fns):
-        t = threshold[i]
         key = fn(zero)
-        out.append((key < t) | ((key == t) & (_flat_index(key.shape) < bound[i])))
+        out.append(_selected(key, _flat_index(key.shape), threshold[i], bound[i]))
     return out
 
 
@@ -837,7 +842,7 @@ class _Plan:
     fractions: bool  # some target is a float32 array (else all are exact Python counts)
     normalize: str | None = None  # per-leaf rescaling of the group scores
     sampled: bool = False  # joint search starts from a sampled bracket and a histogram
-    pallas: bool = False  # ... whose two full passes are Pallas kernels (NVIDIA GPUs)
+    pallas: bool = False  # ... with the one-read Pallas kernels (a single NVIDIA GPU)
 
 
 def _left_pad(x: jax.Array, ndim: int) -> jax.Array:
@@ -1161,7 +1166,8 @@ def prune(
         ``"sampled"``: a sorted strided sample of about ``2**20`` scores
         brackets the threshold, and one pass (a count below the bracket plus a
         ``2**18``-bin histogram of the entries inside it, scattered) usually
-        fixes it; a bracket that misses falls back to the radix passes.
+        fixes it; a bracket that misses falls back to the radix passes. On a
+        single NVIDIA GPU, Pallas kernels read the scores only once.
         Needs fewer than ``2**32`` groups. ``"auto"``: ``"sampled"`` for
         global selection over at least ``2**22`` groups on an accelerator,
         else ``"radix"``.

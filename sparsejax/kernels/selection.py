@@ -56,12 +56,14 @@ __all__ = [
 #: 2048 with 8 warps, 119 + 25 + 18 µs with 4 warps, 101 + 25 + 25 µs at 1024 (4 warps),
 #: 117 + 51 + 16 µs at 4096 (8 warps); ``x * 2`` (8 bytes per entry) took 146 µs.
 TILE = 2048
-#: Compacted in-bracket keys per program of :func:`bracket_pass`. The bracket holds at
+#: Compacted in-bracket keys per program of :func:`bracket_pass` (slots of :func:`compact`
+#: and :func:`finish_mask`). The bracket holds at
 #: most about 1.2% of the keys (at sparsity 0.5): about 25 of a tile of 2048, so 64
 #: slots overflow with probability ~1e-11 per tile for scores in random order.
 SLOTS = 64
-#: Bracket programs per program of :func:`finish_mask` (one program per bracket program
-#: spent 22 µs of a 55M-score mask on launching programs that each store a few bytes).
+#: Bracket programs per program of :func:`compact` and :func:`finish_mask` (one program per
+#: bracket program spent 22 µs of a 55M-score mask on launching programs that each store
+#: a few bytes).
 ROWS = 16
 #: Largest leaf the kernels take (int32 flat indices).
 MAX_ENTRIES = 2**31 - TILE
@@ -402,13 +404,14 @@ def finish_mask(
     params = jnp.stack([threshold, bound, exact]).astype(_U32)
     has_pruned = pruned is not None
 
+    from sparsejax.select import _selected
+
     def selected(key, index, params_ref):
-        t = params_ref[0]
-        return (key < t) | ((key == t) & (index.astype(_U32) < params_ref[1]))
+        return _selected(key, index, params_ref[0], params_ref[1])
 
     def kernel(params_ref, x_ref, *refs):
         p_ref = refs[0] if has_pruned else None
-        keys_ref, pos_ref, hits_ref, _, o_ref = refs[-5:]  # the 4th is o_ref's buffer
+        keys_ref, pos_ref, hits_ref, o_ref = refs[-4:]
         first = pl.program_id(0) * rows
         fix = params_ref[2] != 0
 
@@ -447,13 +450,13 @@ def finish_mask(
         compacted.keys.reshape(-1),
         compacted.positions.reshape(-1),
         compacted.hits,
-        keep,
     )
+    call, inputs, aliases = _with_aliases(kernel, inputs, (keep,), 0)
     return pl.pallas_call(
-        kernel,
+        call,
         grid=(pl.cdiv(grid, rows),),
         out_shape=jax.ShapeDtypeStruct((n,), jnp.bool_),
-        input_output_aliases={len(inputs) - 1: 0},
+        input_output_aliases=aliases,
         interpret=_interpret(interpret),
         compiler_params=_triton_compiler_params(num_warps, 1),
         name="selection_finish_mask",
