@@ -107,8 +107,10 @@ def _f32(x: Any) -> jax.Array:
     return jnp.asarray(x, jnp.float32)
 
 
-def _bool(x: Any) -> jax.Array:
-    return jnp.asarray(x, bool)
+def _bool(xp: Any, x: Any) -> Any:
+    """A bool array of ``xp``: NumPy for a NumPy step, so that a host-side schedule
+    (:func:`update_steps`) never round-trips through the device."""
+    return xp.asarray(x, bool)
 
 
 # Largest value table a schedule embeds (256 KiB of float32) before falling
@@ -141,7 +143,8 @@ class Schedule(abc.ABC):
 
     @abc.abstractmethod
     def is_update(self, step: int | jax.Array) -> jax.Array:
-        """Whether the mask is recomputed at step ``step`` (``bool``, same shape as ``step``)."""
+        """Whether the mask is recomputed at step ``step`` (``bool``, same shape as ``step``;
+        a NumPy array for a Python or NumPy step, evaluated without XLA)."""
 
     @property
     @abc.abstractmethod
@@ -168,8 +171,8 @@ class OneShot(Schedule):
         return _f32(xp.where(step >= self.at, self.sparsity, 0.0))
 
     def is_update(self, step: int | jax.Array) -> jax.Array:
-        _, step = _as_step(step)
-        return _bool(step == self.at)
+        xp, step = _as_step(step)
+        return _bool(xp, step == self.at)
 
     @property
     def last_update(self) -> int:
@@ -218,7 +221,7 @@ class Constant(Schedule):
     def is_update(self, step: int | jax.Array) -> jax.Array:
         xp, step = _as_step(step)
         on = _on_grid(xp, step, self.begin, self.every)
-        return _bool(on if self.end is None else on & (step <= self.end))
+        return _bool(xp, on if self.end is None else on & (step <= self.end))
 
     @property
     def last_update(self) -> int | None:
@@ -297,7 +300,7 @@ class Periodic(Schedule):
 
     def is_update(self, step: int | jax.Array) -> jax.Array:
         xp, step = _as_step(step)
-        return _bool(_on_grid(xp, step, self.begin, self.every) & (step <= self.last_update))
+        return _bool(xp, _on_grid(xp, step, self.begin, self.every) & (step <= self.last_update))
 
     @property
     def last_update(self) -> int:
@@ -400,7 +403,7 @@ class Polynomial(Schedule):
 
     def is_update(self, step: int | jax.Array) -> jax.Array:
         xp, step = _as_step(step)
-        return _bool(_on_grid(xp, step, self.begin, self.every) & (step <= self.end))
+        return _bool(xp, _on_grid(xp, step, self.begin, self.every) & (step <= self.end))
 
     @property
     def last_update(self) -> int:
@@ -485,6 +488,7 @@ class Iterative(Schedule):
     def is_update(self, step: int | jax.Array) -> jax.Array:
         xp, step = _as_step(step)
         return _bool(
+            xp,
             _on_grid(xp, step, self.begin + self.steps_per_round, self.steps_per_round)
             & (step <= self.last_update)
         )

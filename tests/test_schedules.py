@@ -268,6 +268,12 @@ def test_update_steps_on_the_host():
     assert schedules.update_steps(schedules.iterative(0.2, 3, 5), 100).tolist() == [5, 10, 15]
     assert schedules.update_steps(schedules.one_shot(0.5, at=0), 1).tolist() == [0]
     assert schedules.update_steps(sched, 10).tolist() == []
+    # evaluated in NumPy: no device array (and no device round trip) on the host path
+    for s in (sched, schedules.iterative(0.2, 3, 5), schedules.one_shot(0.5, at=3),
+              schedules.constant(0.5, every=4), schedules.periodic(0.1, 5, 0.5)):
+        flags = s.is_update(np.arange(12))
+        assert type(flags) is np.ndarray and flags.dtype == bool, type(flags)
+        assert type(s.is_update(7)) in (np.ndarray, np.bool_)
     with pytest.raises(ValueError, match=r"update_steps: stop must be >= 5, got 4"):
         schedules.update_steps(sched, 4, start=5)
     with pytest.raises(TypeError, match=r"update_steps: stop must be an int, got 1.5"):

@@ -15,7 +15,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from sparsejax.masks import init_mask
-from sparsejax.select import _round_mul, _wide_sum, erk_sparsities, prune
+from sparsejax.select import _round_mul, _sorting_pays, _wide_sum, erk_sparsities, prune
 from sparsejax.structures import NM, Blocks, InputChannels, Layers, Neurons, Unstructured
 
 # Fixed trees, so that hypothesis varies values and sparsities without recompiling.
@@ -88,7 +88,8 @@ def test_layer_prunes_exactly_round_s_n(s, seed):
 
 def test_global_selection_never_sorts_or_concatenates_the_scores():
     leaves = random_tree(np.random.default_rng(0), TREE)
-    text = jax.jit(lambda t: prune(t, 0.5, scope="global")).lower(leaves).as_text()
+    # (search="auto" sorts small problems on a single accelerator; the radix search never)
+    text = jax.jit(lambda t: prune(t, 0.5, scope="global", search="radix")).lower(leaves).as_text()
     assert "stablehlo.sort" not in text and "top_k" not in text
     # The only concatenations stack a few per-leaf counts, never the scores.
     for dims in re.findall(r"stablehlo.concatenate[^\n]*-> tensor<([0-9x]*)x?[a-z]+[0-9]*>", text):
@@ -165,6 +166,50 @@ def test_bits_per_pass_only_changes_speed(bits):
         got = prune(leaves, s, scope="global", bits_per_pass=bits)
         for g, w in zip(got, reference_mask(leaves, round(s * n))):
             np.testing.assert_array_equal(np.asarray(g), w)
+
+
+SORT_SHAPES = [(8, 4), (16, 8), (2, 2, 4, 2)]
+SORT_STRUCTURES = [Unstructured(), Neurons(), NM(2, 4), Blocks(2, 2)]
+
+
+def _sort_vs_radix(scope, structure):
+    kw = {"scope": scope, "structure": structure, "prunable": lambda path, leaf: leaf.ndim >= 2}
+
+    def both(leaves, existing, s):
+        return [prune(leaves, s, mask=existing, search=how, **kw) for how in ("sort", "radix")]
+
+    return jax.jit(both)
+
+
+_SORT_FNS = {(scope, type(st).__name__): _sort_vs_radix(scope, st)
+             for scope in ("layer", "global") for st in SORT_STRUCTURES}
+
+
+@given(
+    s=st.floats(0.0, 0.5), density=st.floats(0.5, 1.0), seed=st.integers(0, 2**31 - 1),
+    which=st.sampled_from(sorted(_SORT_FNS)),
+)
+def test_sort_search_equals_radix_bit_for_bit(s, density, seed, which):
+    # search="sort" (the default for small models on one accelerator) selects exactly what
+    # the radix search does: ties (few decimals), existing masks, structures, both scopes.
+    rng = np.random.default_rng(seed)
+    leaves = random_tree(rng, SORT_SHAPES, decimals=0)
+    existing = [jnp.asarray(rng.random(sh) < density) for sh in SORT_SHAPES]
+    by_sort, by_radix = npt(_SORT_FNS[which](leaves, existing, jnp.float32(s)))
+    for a, b in zip(by_sort, by_radix):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_sort_search_nan_and_exact_counts_eager():
+    x = jnp.asarray([[0.5, -0.0, 0.0, 2.0], [np.inf, -np.inf, 0.5, 1.0]], jnp.float32)
+    for s in (0.25, 0.5, 0.75):
+        got = np.asarray(prune({"w": x}, s, scope="global", search="sort")["w"])
+        np.testing.assert_array_equal(got, reference_mask([x], round(s * x.size))[0])
+    f = jax.jit(lambda t, s: prune(t, s, search="sort"))
+    nan = x.at[0, 0].set(jnp.nan)
+    got = np.asarray(f({"w": nan}, jnp.float32(7 / 8))["w"])
+    assert got.sum() == 1 and bool(got[0, 0])  # NaN ranks above +inf: kept last
+    assert _sorting_pays(10) is (jax.default_backend() != "cpu" and jax.device_count() == 1)
 
 
 def test_sparsity_zero_and_one_and_non_prunable_leaves():

@@ -35,7 +35,13 @@ then ``--reps`` samples are taken (BCSR: 5 samples of 1 call, it is slow); a sam
 back to back and blocks once (``block_until_ready``), divided by ``--inner`` —
 asynchronous dispatch hides the ~10 µs Python launch cost behind the kernels,
 which a single blocked call would add to a 30 µs kernel. The table reports
-the median sample. Roofline: ``t_roof = max(flops / peak_flops, bytes / peak_bw)``
+the median sample. ``--profile`` adds, for dense, masked and the best kernel
+configuration, the device time per forward call (the kernels' own durations in a
+``jax.profiler`` trace of ``--profile-calls`` calls: the device-event time of the
+lent GPU's METHOD.md) and the wall time per product of ``--chain`` products applied in
+a row inside one jitted call (a deep stack of such layers: one dispatch for all of
+them). At 4096² a lone kernel call is host-bound: its dispatch takes longer than
+the ~21 µs kernel at 90% sparsity. Roofline: ``t_roof = max(flops / peak_flops, bytes / peak_bw)``
 with the useful flops ``2·M·K·N·density`` and the compulsory bytes (``x``, the
 kept blocks and their indices, ``y``; dense: all of ``W``); the fraction
 reported is ``t_roof / t``. Peaks (``PEAKS``) are looked up from
@@ -90,6 +96,7 @@ import numpy as np
 import sparsejax as sj
 from sparsejax.block_sparse import BlockSparseMatrix, block_sparse_matmul
 from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.experiment.profiling import kernel_times
 from sparsejax.kernels.block_sparse import KernelConfig, Tiling, choose_launch, smem_limit
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -130,6 +137,32 @@ def bench(fn: Callable[..., Any], args: Sequence[Any], reps: int, inner: int) ->
         jax.block_until_ready(out)
         samples.append((time.perf_counter() - t0) / inner)
     return {"median_s": statistics.median(samples), "min_s": min(samples), "compile_s": compile_s}
+
+
+def device_time(fn: Callable[..., Any], args: Sequence[Any], calls: int) -> dict[str, float]:
+    """Device time per call of ``fn(*args)`` from a ``jax.profiler`` trace of ``calls`` calls.
+
+    ``busy_us`` sums the kernels' own durations (the device-event time of METHOD.md, no host
+    dispatch and no launch gaps); ``span_us`` is first kernel start to last kernel end over
+    the calls, divided by ``calls`` (gaps between back-to-back calls included).
+    """
+    prof = kernel_times(fn, *args, calls=calls)
+    return {"busy_us": prof.busy_us, "span_us": prof.span_us, "kernels": prof.kernels}
+
+
+def chained(layer: Callable[[jax.Array], jax.Array], depth: int) -> Callable[[jax.Array], jax.Array]:
+    """``x ↦ layer(layer(… layer(x)))`` (``depth`` times): one dispatch for ``depth`` products.
+
+    Each product reads the previous one's output, so XLA can neither merge nor drop them;
+    the time per product is that of a deep stack of such layers (no host launch per layer).
+    """
+
+    def run(x):
+        for _ in range(depth):
+            x = layer(x)
+        return x
+
+    return run
 
 
 #: Launch configurations tried by default (≤ 6), block_m:block_k:num_warps:num_stages: the
@@ -317,7 +350,11 @@ def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
                     dense_cache["fwd"] = bench(f, (x, w), args.reps, args.inner)
                     fb = jax.jit(vjp_fn(lambda a, b: a @ b))
                     dense_cache["fb"] = bench(fb, (x, w, ct), args.reps, args.inner)
-                dense = record("dense", dense_cache["fwd"], dense_cache["fb"], fb_dense)
+                    if args.profile:
+                        dense_cache["extra"] = device_and_chain(
+                            f, (x, w), lambda a, b: a @ b, (scaled(w, k),), x, args)
+                dense = record("dense", dense_cache["fwd"], dense_cache["fb"], fb_dense,
+                               dense_cache.get("extra"))
 
                 # the mask is an argument (a closed-over 8192² mask would be baked into the HLO)
                 def masked_fb(a, b, mk, ct):
@@ -326,7 +363,10 @@ def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
                 mf = jax.jit(lambda a, b, mk: a @ jnp.where(mk, b, 0))
                 record("masked", bench(mf, (x, w, mask), args.reps, args.inner),
                        bench(jax.jit(masked_fb), (x, w, mask, ct), args.reps, args.inner),
-                       fb_dense)
+                       fb_dense,
+                       device_and_chain(mf, (x, w, mask), lambda a, b, mk: a @ jnp.where(mk, b, 0),
+                                        (scaled(w, k * density), mask), x, args)
+                       if args.profile else None)
 
                 if not args.no_bcsr and not over_deadline(args):
                     for name, bdtype in (("bcsr", dtype), ("bcsr_f32", jnp.float32)):
@@ -390,6 +430,13 @@ def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
                         print(f"  fwd+bwd of {best['config']} failed: {kernel['fb_error']}",
                               flush=True)
                     kernel["fwd_speedup"] = dense["fwd_ms"] / kernel["fwd_ms"]
+                    if args.profile:
+                        kernel.update(device_and_chain(
+                            jax.jit(kf), (x, mat.data), kf, (scaled(mat.data, k * density),),
+                            x, args))
+                        for key in ("busy_us", "chain_us"):
+                            kernel[f"{key}_speedup"] = (dense[key] / kernel[key] if kernel[key]
+                                                        else None)  # no GPU trace on CPU
                     target = {0.75: 1.8, 0.9: 3.0}.get(round(s, 2))
                     kernel["target_speedup"] = target
                     kernel["meets_target"] = None if target is None else kernel[
@@ -410,6 +457,31 @@ def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
                 if save is not None:
                     save(rows)
     return rows
+
+
+def scaled(w: jax.Array, fan_in: float) -> jax.Array:
+    """``w / sqrt(fan_in)`` in ``w``'s dtype (a NumPy float64 scalar would promote bf16 to f32)."""
+    return (w / np.sqrt(fan_in)).astype(w.dtype)
+
+
+def device_and_chain(fn, args_, layer, weights, x, args) -> dict[str, Any]:
+    """``--profile``: device-busy time of ``fn(*args_)`` and the per-product time of a chain.
+
+    The chain applies ``layer(h, *weights)`` ``--chain`` times in one jitted call (the
+    weight is scaled by one over the square root of its kept fan-in, so activations stay
+    O(1) in bf16), timed like the single product (``bench``).
+    """
+    dev = device_time(fn, args_, args.profile_calls)
+    chain = jax.jit(lambda a, *ws: chained(lambda h: layer(h, *ws), args.chain)(a))
+    out = chain(x, *weights)
+    if out.dtype != x.dtype:  # the chain must time the products in the benchmark's dtype
+        raise TypeError(f"chain computed in {out.dtype}, not {x.dtype}")
+    finite = bool(jnp.all(jnp.isfinite(out)))
+    del out
+    t = bench(chain, (x, *weights), args.reps, max(1, args.inner // 2))
+    return {"busy_us": dev["busy_us"], "span_us": dev["span_us"],
+            "kernels_per_call": dev["kernels"],
+            "chain_us": t["median_s"] * 1e6 / args.chain, "chain_finite": finite}
 
 
 def time_bcsr(jsparse, name, bdtype, w, mask, x, args, base, cost, peak) -> dict[str, Any]:
@@ -462,12 +534,21 @@ def table(rows: list[dict[str, Any]]) -> str:
             "fb": _fmt(r.get("fb_ms"), ".3f"),
             "xb": _fmt(d and r.get("fb_ms") and d["fb_ms"] / r["fb_ms"], ".2f"),
             "rb": _fmt(r.get("fb_roofline") and 100 * r["fb_roofline"], ".0f"),
+            "busy": _fmt(r.get("busy_us"), ".1f"),
+            "xd": _fmt((r.get("busy_us") and d and d.get("busy_us")
+                       and d["busy_us"] / r["busy_us"]) or None, ".2f"),
+            "chain": _fmt(r.get("chain_us"), ".1f"),
+            "xc": _fmt(d and r.get("chain_us") and d.get("chain_us")
+                       and d["chain_us"] / r["chain_us"], ".2f"),
         })
     cols = [("K=N", "{size}"), ("block", "{block}"), ("sparsity", "{s}"),
             ("kept blocks", "{kept}"), ("method", "{method}"),
             ("fwd ms", "{fwd}"), ("fwd speedup", "{xf}"), ("useful TFLOP/s", "{tf}"),
             ("fwd roofline %", "{rf}"), ("fwd+bwd ms", "{fb}"), ("fwd+bwd speedup", "{xb}"),
             ("fwd+bwd roofline %", "{rb}")]
+    if any(r.get("busy_us") is not None for r in shown):
+        cols += [("fwd device µs", "{busy}"), ("device speedup", "{xd}"),
+                 ("chain µs / product", "{chain}"), ("chain speedup", "{xc}")]
     return markdown_table(out, cols)
 
 
@@ -590,6 +671,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--deadline-s", type=float, default=None,
                    help="after this many seconds skip BCSR and all but the first working config "
                         "(--suite default: 240)")
+    p.add_argument("--profile", action="store_true",
+                   help="also the device-busy time per forward call (jax.profiler trace) and "
+                        "the time per product of a --chain deep stack in one jitted call")
+    p.add_argument("--profile-calls", type=int, default=20)
+    p.add_argument("--chain", type=int, default=8)
     p.add_argument("--out", type=pathlib.Path, default=RESULTS / "block_sparse_matmul.json")
     args = p.parse_args(argv)
     args.t_start = time.perf_counter()

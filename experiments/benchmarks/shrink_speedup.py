@@ -89,6 +89,32 @@ def count_flops(model: nnx.Module, mask=None):
     return flops(lambda p, v: nnx.merge(graphdef, p, rest)(v), params, x, mask=mask)
 
 
+def conv_traffic(model: CifarResNet, batch: int, itemsize: int) -> dict[str, float]:
+    """Fewest activation bytes a conv-by-conv forward moves (one batch; weights excluded).
+
+    Each convolution reads its input and writes its output once; BatchNorm, ReLU and the
+    shortcut add are taken as fused into the convolutions' epilogues, so the shortcut costs
+    one more read of the block input (strided for stride 2, before option A's zero
+    channels). This is the traffic of the best schedule that still runs one kernel per
+    convolution; below it, a block's intermediate activation must stay on chip (one fused
+    kernel per residual block). Bytes over bandwidth bound the time from below when, as
+    here, the arithmetic takes less time than the traffic.
+    """
+    h, w = model.in_shape[0], model.in_shape[1]
+    total = batch * h * w * (model.in_shape[2] + model.conv.out_features)  # stem conv
+    for block in model.blocks:
+        c_in = block.conv1.in_features
+        s = block.stride
+        h, w = -(-h // s), -(-w // s)
+        c1, c2 = block.conv1.out_features, block.conv2.out_features
+        hw = batch * h * w
+        conv1 = hw * s * s * c_in + hw * c1  # full-resolution input read
+        conv2 = hw * c1 + hw * c2
+        short = hw * (block.shortcut_conv.out_features if block.projection else c_in)
+        total += conv1 + conv2 + short
+    return {"bytes": float(total * itemsize)}
+
+
 def time_forward(f, state, x, warmup: int, repeats: int, iters: int) -> dict:
     """Median seconds per call: ``latency`` blocks after every call; ``pipelined`` (the
     throughput figure the table reports) dispatches ``iters`` calls and blocks once."""
@@ -200,6 +226,10 @@ def main() -> None:
             "shrunk_images_per_s": b / ts["median_s"],
         }
         row["ratio"] = row["speedup"] / theory
+        traffic = (conv_traffic(dense, b, dtype.itemsize)["bytes"],
+                   conv_traffic(small, b, dtype.itemsize)["bytes"])
+        row["traffic_gb"] = {"dense": traffic[0] / 1e9, "shrunk": traffic[1] / 1e9}
+        row["traffic_speedup"] = traffic[0] / traffic[1]
         if args.profile:
             for name, f, s in (("dense", f_dense, s_dense), ("shrunk", f_small, s_small)):
                 prof = kernel_times(f, s, x, calls=args.iters)
@@ -225,6 +255,7 @@ def main() -> None:
             ("measured speedup", "{speedup:.2f}x"),
             ("FLOPs speedup", "{theoretical_speedup:.2f}x"),
             ("measured / FLOPs", "{ratio:.2f}"),
+            ("traffic speedup", "{traffic_speedup:.2f}x"),
             ("latency dense / shrunk (ms)", "{dense_latency_ms:.3f} / {shrunk_latency_ms:.3f}"),
             ("dense img/s", "{dense_images_per_s:,.0f}"),
             ("shrunk img/s", "{shrunk_images_per_s:,.0f}"),
@@ -243,6 +274,10 @@ def main() -> None:
         f"{args.warmup} warm-up calls: ms columns dispatch the {args.iters} calls and block "
         f"once (throughput); latency blocks after each call. Host load (1 min) {load_at_start:.1f} -> "
         f"{env['load_average_1m']['end']:.1f} ({env['cpu_count']} CPUs).\n"
+        "Traffic speedup: dense over shrunk activation bytes of a conv-by-conv forward "
+        "(each convolution reads its input and writes its output once, BN / ReLU / shortcut "
+        "add fused into them; `conv_traffic`): the speedup a memory-bound forward that runs "
+        "one kernel per convolution can reach.\n"
     )
     print("\n" + table)
     out.parent.mkdir(parents=True, exist_ok=True)
