@@ -608,23 +608,19 @@ def _tie_index(key_fn: Callable[..., jax.Array], size: int, t: jax.Array, n: jax
     return first + jnp.sum(ties < n - before, dtype=_U32)
 
 
-def _select_lowest_sorted(
-    key_fns: Sequence[Callable[[], jax.Array]],
-    joint: bool,
-    target: Wide,
-    *_: Any,
-) -> list[jax.Array]:
+def _select_lowest_sorted(keys: Sequence[jax.Array], joint: bool, target: Wide) -> list[jax.Array]:
     """:func:`_select_lowest` by one stable sort per target: same masks, bit for bit.
 
-    The keys of a target's leaves (all leaves when ``joint``, else each leaf on
+    ``keys``: each leaf's uint32 keys (the key's shape is the mask's). The keys of a
+    target's leaves (all leaves when ``joint``, else each leaf on
     its own) are concatenated in leaf order and stably sorted with their
     positions, so ties go to the earlier leaf and then the lower flat index, the
     composite order of the radix search; an entry is selected when its rank is
     below the target. For at most ``_SORT_MAX`` groups on one accelerator
     (:func:`_sorting_pays`), or ``search="sort"`` (fewer than ``2**31`` groups).
     """
-    keys = [fn().ravel() for fn in key_fns]
-    shapes = [tuple(fn().shape) for fn in key_fns]
+    shapes = [tuple(k.shape) for k in keys]
+    keys = [k.ravel() for k in keys]
     blocks = [list(range(len(keys)))] if joint else [[i] for i in range(len(keys))]
     out: list[jax.Array] = [None] * len(keys)  # type: ignore[list-item]
     for t, members in enumerate(blocks):
@@ -971,16 +967,20 @@ def _prune_core(scores, masks, counts_hi, counts_lo, fractions, use_fraction, *,
             jnp.asarray([seg.cap & 0xFFFFFFFF for seg in selecting], _U32),
         )
         target = _wide_where(_wide_lt(cap, k), cap, k)
-        select = _select_lowest_sorted if plan.sort else _select_lowest
-        selected = select(
-            [key_fns[i] for i in radix_leaves],
-            plan.joint,
-            target,
-            plan.bits_per_pass,
-            plan.sampled,
-            [sources[i] for i in radix_leaves],
-            plan.pallas,
-        )
+        if plan.sort:
+            selected = _select_lowest_sorted(
+                [key_fns[i]() for i in radix_leaves], plan.joint, target
+            )
+        else:
+            selected = _select_lowest(
+                [key_fns[i] for i in radix_leaves],
+                plan.joint,
+                target,
+                plan.bits_per_pass,
+                plan.sampled,
+                [sources[i] for i in radix_leaves],
+                plan.pallas,
+            )
         for i, sel in zip(radix_leaves, selected):
             pruned[i] = sel
 
@@ -1397,7 +1397,7 @@ def prune(
             f"search='sort' needs fewer than 2**31 groups, got {total_groups}; use search='radix'"
         )
     sort = search == "sort" or (search == "auto" and _sorting_pays(total_groups))
-    sampled = scope == "global" and (
+    sampled = not sort and scope == "global" and (
         search == "sampled"
         or (search == "auto" and _SAMPLED_MIN <= total_groups < 2**32 and _sampling_pays())
     )

@@ -467,11 +467,12 @@ def test_traced_sparsity_inside_lax_cond_like_a_gradual_transform():
     jax.tree.map(np.testing.assert_array_equal, update(mask, jnp.float32(0.9), False), mask)
 
 
-def test_vmap_over_four_score_seeds_and_sparsities():
+@pytest.mark.parametrize("search", ["auto", "sort"])
+def test_vmap_over_four_score_seeds_and_sparsities(search):
     trees = [random_tree(np.random.default_rng(seed), [(6, 5), (4, 4)]) for seed in range(4)]
     scores = {"a": jnp.stack([t[0] for t in trees]), "b": jnp.stack([t[1] for t in trees])}
     sparsities = jnp.asarray([0.0, 0.25, 0.45, 1.0], jnp.float32)
-    masks = jax.vmap(lambda t, s: prune(t, s, scope="global"))(scores, sparsities)
+    masks = jax.vmap(lambda t, s: prune(t, s, scope="global", search=search))(scores, sparsities)
     assert masks["a"].shape == (4, 6, 5)
     for i, k in enumerate([0, round(0.25 * 46), round(float(np.float32(0.45)) * 46), 46]):
         want = reference_mask(trees[i], k)
