@@ -149,7 +149,8 @@ class Runner:
     ``loop="python"``: ``steps`` calls of the jitted step from Python, one sync at the
     end (what a training loop does; includes host dispatch). ``loop="device"``: the
     same steps inside one jitted ``lax.scan`` that keeps every step's metrics, like
-    ``make_train_loop`` (device time only, no dispatch).
+    ``make_train_loop`` (device time only, no dispatch), reading one window of ``steps``
+    batches passed as an argument (every variant reads the same bytes from HBM).
     """
 
     def __init__(self, make_model, tx, batches, step_kwargs, steps, loop, *, plain=True,
@@ -167,20 +168,24 @@ class Runner:
         if loop == "device":
             stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
             raw = sj_train.make_train_step(**step_kwargs, jit=False)
-            n = len(batches)
+            # Every device loop reads the same window of `steps` batches, an argument in
+            # device memory: a loop that cycled through a few batches baked into the
+            # program would read them from the L2 cache, and the host-scheduled loop,
+            # given the window, from HBM.
+            window = jax.tree.map(lambda x: x[np.arange(steps) % len(batches)], stacked)
 
-            def many(state):
+            def many(state, window):
                 # metrics kept per step, as make_train_loop keeps them: a loop that drops
                 # them lets XLA delete the metric kernels from the baseline alone
                 def body(st, i):
-                    return raw(st, jax.tree.map(lambda x: x[i % n], stacked))
+                    return raw(st, jax.tree.map(lambda x: x[i], window))
 
                 return jax.lax.scan(body, state, jnp.arange(steps))
 
-            self.many = jax.jit(many)
+            program = jax.jit(many)
+            self.many = lambda state: program(state, window)
             if host:
                 train_loop = sj_train.make_train_loop(schedule, **step_kwargs)
-                window = jax.tree.map(lambda x: x[np.arange(steps) % n], stacked)
                 self.many = lambda state: train_loop(state, window, self.host_step)
         t0 = time.perf_counter()
         self.host_step = 0
@@ -334,7 +339,8 @@ def main() -> None:
         f"optax {env['optax']}; {env['date']}.\nCommand: `{env['command']}`. Median of "
         f"{args.repeats} windows of {args.steps} steps per variant, variants timed round-robin "
         "(`python` loop: steps dispatched back to back, one sync per window; `device` loop: "
-        "the window is one jitted `lax.scan` keeping the metrics of every step). `ordinary` = "
+        "the window is one jitted `lax.scan` keeping the metrics of every step, over `steps` "
+        "batches in device memory, the same for every variant). `ordinary` = "
         "no mask update in the window, `update` = an update every "
         "step, `every100` = Zhu & Gupta schedule updating every 100 steps (the average); "
         "`*_host` = the same with the schedule on the host (`make_train_step(host_schedule=True)`"
