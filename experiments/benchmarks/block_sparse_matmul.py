@@ -139,17 +139,6 @@ def bench(fn: Callable[..., Any], args: Sequence[Any], reps: int, inner: int) ->
     return {"median_s": statistics.median(samples), "min_s": min(samples), "compile_s": compile_s}
 
 
-def device_time(fn: Callable[..., Any], args: Sequence[Any], calls: int) -> dict[str, float]:
-    """Device time per call of ``fn(*args)`` from a ``jax.profiler`` trace of ``calls`` calls.
-
-    ``busy_us`` sums the kernels' own durations (the device-event time of METHOD.md, no host
-    dispatch and no launch gaps); ``span_us`` is first kernel start to last kernel end over
-    the calls, divided by ``calls`` (gaps between back-to-back calls included).
-    """
-    prof = kernel_times(fn, *args, calls=calls)
-    return {"busy_us": prof.busy_us, "span_us": prof.span_us, "kernels": prof.kernels}
-
-
 def chained(layer: Callable[[jax.Array], jax.Array], depth: int) -> Callable[[jax.Array], jax.Array]:
     """``x ↦ layer(layer(… layer(x)))`` (``depth`` times): one dispatch for ``depth`` products.
 
@@ -467,11 +456,14 @@ def scaled(w: jax.Array, fan_in: float) -> jax.Array:
 def device_and_chain(fn, args_, layer, weights, x, args) -> dict[str, Any]:
     """``--profile``: device-busy time of ``fn(*args_)`` and the per-product time of a chain.
 
-    The chain applies ``layer(h, *weights)`` ``--chain`` times in one jitted call (the
+    ``busy_us`` sums the kernels' own durations in a ``jax.profiler`` trace
+    (:func:`~sparsejax.experiment.profiling.kernel_times`: the device-event time of
+    METHOD.md, no host dispatch or launch gaps); ``span_us`` runs from the first kernel's
+    start to the last one's end, per call. The chain applies ``layer(h, *weights)`` ``--chain`` times in one jitted call (the
     weight is scaled by one over the square root of its kept fan-in, so activations stay
     O(1) in bf16), timed like the single product (``bench``).
     """
-    dev = device_time(fn, args_, args.profile_calls)
+    dev = kernel_times(fn, *args_, calls=args.profile_calls)
     chain = jax.jit(lambda a, *ws: chained(lambda h: layer(h, *ws), args.chain)(a))
     out = chain(x, *weights)
     if out.dtype != x.dtype:  # the chain must time the products in the benchmark's dtype
@@ -479,8 +471,7 @@ def device_and_chain(fn, args_, layer, weights, x, args) -> dict[str, Any]:
     finite = bool(jnp.all(jnp.isfinite(out)))
     del out
     t = bench(chain, (x, *weights), args.reps, max(1, args.inner // 2))
-    return {"busy_us": dev["busy_us"], "span_us": dev["span_us"],
-            "kernels_per_call": dev["kernels"],
+    return {"busy_us": dev.busy_us, "span_us": dev.span_us, "kernels_per_call": dev.kernels,
             "chain_us": t["median_s"] * 1e6 / args.chain, "chain_finite": finite}
 
 

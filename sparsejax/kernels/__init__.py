@@ -4,8 +4,9 @@
   kernels and a ``jnp`` reference): :func:`spmm`, :func:`spmm_t`, :func:`sddmm`.
 * :mod:`sparsejax.kernels.selection` — global selection's sampled search in one
   read of the scores, as Pallas kernels:
-  :func:`~sparsejax.kernels.selection.bracket_pass` (count, compact, provisional
-  mask), :func:`~sparsejax.kernels.selection.finish_mask`.
+  :func:`~sparsejax.kernels.selection.bracket_pass` (counts, in-bracket bits,
+  provisional mask), :func:`~sparsejax.kernels.selection.compact` (the in-bracket
+  entries), :func:`~sparsejax.kernels.selection.finish_mask`.
 * :mod:`sparsejax.kernels.linear` — :class:`~sparsejax.kernels.linear.BlockSparseLinear`,
   the NNX layer (import it from there; it needs Flax).
 
