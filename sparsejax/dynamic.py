@@ -34,7 +34,8 @@ arithmetic, :func:`num_active`), so one trained model serves every operating
 point. On the *masked* path (:meth:`GatedConv.__call__`) ``d`` may be a
 Python float, a traced scalar or a per-example ``(batch,)`` array: selection
 ranks the channels with one stable sort, so changing ``d`` never retraces. The
-*gathered* path (:func:`apply_gathered`, for batch-1 / small-batch inference)
+*gathered* path (:func:`apply_gathered`, or :func:`make_gathered` for serving at a
+fixed operating point; for batch-1 / small-batch inference)
 computes only the active channels: it gathers the ``k`` active output columns
 of every kernel (and the matching input rows of the next layer) into dense
 arrays with a static ``k`` — one compilation per distinct tuple of ``k``, not
@@ -133,6 +134,7 @@ __all__ = [
     "init_gates_from_filters",
     "load_dense_params",
     "make_gated_train_step",
+    "make_gathered",
     "num_active",
     "topk_mask",
 ]
@@ -330,9 +332,15 @@ def _select(kind: str, logits: jax.Array, density: Any, key: jax.Array | None) -
 
 
 def _gathered_select(kind: str, logits: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """Static-k selection for the gathered path: sorted indices ``(k,)`` and their gates."""
+    """Static-k selection for the gathered path: sorted indices ``(k,)`` and their gates.
+
+    The same channels as :func:`topk_mask` (ties to the lower index, ``-0.0 == 0.0``) from
+    one ``lax.top_k`` instead of a full stable sort: on the CPU a 500-channel selection
+    takes 8 µs instead of 55 µs at batch 1.
+    """
     scores = jax.nn.relu(logits) if kind == "fbs" else logits
-    idx = jnp.sort(_descending_order(scores)[..., :k], axis=-1)
+    _, top = jax.lax.top_k(jnp.where(scores == 0, jnp.zeros_like(scores), scores), k)
+    idx = jnp.sort(top, axis=-1)
     values = jnp.take(scores if kind == "fbs" else hard_concrete_mean(logits), idx, axis=-1)
     return idx, values
 
@@ -466,11 +474,13 @@ class GatedConv(nnx.Module):
         gk, kernel = self.gate.kernel[...], self.kernel[...]
         if in_idx is not None:
             gk = jnp.take(gk, in_idx, axis=0)
-            kernel = jnp.take(kernel, in_idx, axis=-2)
         s = jnp.mean(jnp.abs(x), axis=tuple(range(1, x.ndim - 1)))
         logits = s @ gk + self.gate.bias[...][None]
         idx, values = _gathered_select(self.gate_kind, logits[0], k)
-        y = self._conv(x, jnp.take(kernel, idx, axis=-1))
+        # One gather of the (k_in, k) block: no intermediate copy of k_in full rows.
+        kernel = (kernel[..., idx] if in_idx is None
+                  else kernel[..., in_idx[:, None], idx[None, :]])
+        y = self._conv(x, kernel)
         y = y + _channels_last(jnp.take(self.bias[...], idx), y.ndim)
         return y * _channels_last(values, y.ndim).astype(y.dtype), idx
 
@@ -566,12 +576,14 @@ class GatedLinear(nnx.Module):
         kernel = self.kernel[...].reshape(-1, c, self.kernel[...].shape[-1])  # (P, C_in, C)
         gk = self.gate.kernel[...]
         if in_idx is not None:
-            kernel = jnp.take(kernel, in_idx, axis=1)
             gk = jnp.take(gk, in_idx, axis=0)
-        x = x.reshape(1, kernel.shape[0], kernel.shape[1])
+        k_in = c if in_idx is None else in_idx.shape[0]
+        x = x.reshape(1, kernel.shape[0], k_in)
         logits = jnp.mean(jnp.abs(x), axis=1) @ gk + self.gate.bias[...][None]
         idx, values = _gathered_select(self.gate_kind, logits[0], k)
-        w = jnp.take(kernel, idx, axis=-1).reshape(-1, k)
+        # One gather of the (P, k_in, k) block, as in GatedConv.gathered.
+        w = (kernel[..., idx] if in_idx is None
+             else kernel[:, in_idx[:, None], idx[None, :]]).reshape(-1, k)
         y = x.reshape(1, -1) @ w + jnp.take(self.bias[...], idx)[None]
         return y * values[None].astype(y.dtype), idx
 
@@ -906,9 +918,40 @@ def apply_gathered(
     Returns:
       ``(batch, classes)`` logits; equal to ``model(x, density)`` (deterministic gates)
       up to float summation order.
+
+    ``graphdef`` is a static argument, so every call hashes it to find the compiled
+    program (about 40 µs on the CPU for the MNIST-1D CNN, more than its whole batch-1
+    forward); for latency-critical serving use :func:`make_gathered`.
     """
+    return _gathered_batch(graphdef, state, x, ks)
+
+
+def _gathered_batch(graphdef, state, x, ks):
     model = nnx.merge(graphdef, state)
     return jax.vmap(lambda xi: model.gathered_one(xi, ks))(x)
+
+
+def make_gathered(graphdef: nnx.GraphDef, ks: Sequence[int]) -> Callable[..., jax.Array]:
+    """A jitted ``f(state, x) -> logits`` of the gathered path for fixed ``ks``.
+
+    The same computation as :func:`apply_gathered`, with ``graphdef`` and ``ks`` closed
+    over: a call looks up no static argument, so the host cost per call is only the
+    flattening of ``state``. Build one function per operating point and keep it.
+
+    Args:
+      graphdef: from ``nnx.split(model)`` of a gated model.
+      ks: active channels per gated layer, ``model.active_k(density)`` (positive ints).
+
+    Returns:
+      ``f(state, x)``: ``state`` the model's full state, ``x (batch, *input_shape)``;
+      returns ``(batch, classes)`` logits.
+    """
+    ks = tuple(ks)
+    for i, k in enumerate(ks):
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+            raise ValueError(f"ks[{i}] must be a positive int, got {k!r}")
+    ks = tuple(int(k) for k in ks)
+    return jax.jit(functools.partial(_gathered_batch, graphdef, ks=ks))
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef",))

@@ -3,6 +3,7 @@
 import importlib.util
 import math
 import pathlib
+import re
 import sys
 
 import chex
@@ -155,6 +156,14 @@ def test_gate_penalty_equals_closed_form(jit):
 # --------------------------------------------------------------------------- gathered path
 
 
+@pytest.fixture(autouse=True)
+def _full_float32():
+    # Gathered and masked paths agree to 1e-5 in float32; on GPUs JAX's default precision
+    # lets convolutions run in TF32 (~1e-4 apart), so every comparison here is float32.
+    with jax.default_matmul_precision("highest"):
+        yield
+
+
 def _masked(graphdef):
     return jax.jit(lambda s, x, d: nnx.merge(graphdef, s)(x, d))
 
@@ -175,6 +184,26 @@ def test_gathered_equals_masked_mnist1d(gate):
             model(x, 0.25), dy.apply_gathered(graphdef, state, x, model.active_k(0.25)),
             atol=1e-5,
         )
+
+
+@pytest.mark.parametrize("gate", dy.GATE_KINDS)
+@pytest.mark.parametrize("jit", [False, True])
+def test_gathered_selection_matches_topk_mask_with_ties_and_signed_zeros(gate, jit):
+    # Ties go to the lower channel index and -0.0 ties with 0.0 on both paths; FBS scores
+    # are relu(logits), so every negative logit ties at 0.
+    logits = jnp.asarray([0.5, -0.0, 0.0, 2.0, 0.5, -1.0, 0.0, 2.0, -3.0, 0.5], jnp.float32)
+    scores = jax.nn.relu(logits) if gate == "fbs" else logits
+    select = jax.jit(dy._gathered_select, static_argnums=(0, 2)) if jit else dy._gathered_select
+    for k in range(1, logits.size + 1):
+        idx, values = select(gate, logits, k)
+        expected = np.flatnonzero(np.asarray(dy.topk_mask(scores, k)))
+        np.testing.assert_array_equal(np.asarray(idx), expected)
+        assert idx.shape == (k,) and values.shape == (k,)
+    # By hand: the two 2.0s and the first 0.5s, then the zeros from the lowest index; FBS's
+    # relu ties channels 5 and 8 (negative logits) with the zeros.
+    np.testing.assert_array_equal(np.asarray(select(gate, logits, 6)[0]), [0, 1, 3, 4, 7, 9])
+    want = [0, 1, 2, 3, 4, 5, 7, 9] if gate == "fbs" else [0, 1, 2, 3, 4, 6, 7, 9]
+    np.testing.assert_array_equal(np.asarray(select(gate, logits, 8)[0]), want)
 
 
 def test_gathered_equals_masked_lenet5_and_fc1_is_gated():
@@ -224,6 +253,32 @@ def test_density_changes_retrace_only_per_distinct_k():
     for d in (0.1, 0.5, 0.77, 1.0):
         masked(state, x, jnp.float32(d))
     assert TRACES["masked"] == 1
+
+
+
+def test_make_gathered_equals_apply_gathered_and_traces_once():
+    model = _CountingCNN(rngs=nnx.Rngs(0))
+    _random_predictors(model, jax.random.key(8), scale=0.5)
+    graphdef, state = nnx.split(model)
+    x = jax.random.normal(jax.random.key(9), (3, 40))
+    ks = model.active_k(0.4)
+    f = dy.make_gathered(graphdef, list(ks))  # any sequence of ints
+    TRACES.update(gathered=0)
+    out = f(state, x)
+    for _ in range(3):
+        f(state, x + 1.0)
+    assert TRACES["gathered"] == 1
+    chex.assert_trees_all_close(out, dy.apply_gathered(graphdef, state, x, ks), atol=1e-6)
+    masked = jax.jit(lambda s, x: nnx.merge(graphdef, s)(x, 0.4))(state, x)
+    chex.assert_trees_all_close(out, masked, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("ks, bad", [((3, 0, 3), "ks[1]"), ((3, 2.5, 3), "ks[1]"),
+                                     ((True, 3, 3), "ks[0]")])
+def test_make_gathered_rejects_bad_ks(ks, bad):
+    graphdef, _ = nnx.split(dy.GatedMNIST1DCNN(rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match=re.escape(bad) + " must be a positive int"):
+        dy.make_gathered(graphdef, ks)
 
 
 # --------------------------------------------------------------------------- FLOPs

@@ -7,12 +7,16 @@ three jitted forward passes are timed:
   :class:`sparsejax.models.LeNet5`), the reference;
 * ``masked``: the gated model on the masked path — every channel computed,
   then multiplied by the gate (density a traced argument);
-* ``gathered``: :func:`sparsejax.dynamic.apply_gathered` — per example, the
+* ``gathered``: :func:`sparsejax.dynamic.make_gathered` — per example, the
   ``k`` active output columns of each kernel (and the matching input rows of
   the next layer) are gathered into dense arrays with a static ``k`` and only
   those are computed (one compilation per distinct ``k``).
 
-Weights are random (latency does not depend on them: ``k`` is static). Each
+Every path gets the model state as a flat list of arrays (no pytree flattening
+on the host per call). ``--widths`` sets the channels of the MNIST-1D CNN, to
+show where the gathered path starts to pay off: the reference width (25) is
+dominated by per-operation overhead. Weights are random (latency does not
+depend on them: ``k`` is static). Each
 call is compiled and warmed up first, then timed ``repeats`` times over
 ``iters`` calls each; the table gives the median time per call and the speedup
 over ``dense``. Effective MACs are the cost model of
@@ -42,11 +46,20 @@ from sparsejax.models import MNIST1DCNN, LeNet5
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 
+# name -> (dense(rngs, width), gated(rngs, width), input shape, whether --widths applies)
 MODELS = {
-    "mnist1d_cnn": (lambda r: MNIST1DCNN(rngs=r), lambda r: dynamic.GatedMNIST1DCNN(rngs=r),
-                    (40,)),
-    "lenet5": (lambda r: LeNet5(rngs=r), lambda r: dynamic.GatedLeNet5(rngs=r), (28, 28, 1)),
+    "mnist1d_cnn": (lambda r, c: MNIST1DCNN(channels=c, rngs=r),
+                    lambda r, c: dynamic.GatedMNIST1DCNN(channels=c, rngs=r), (40,), True),
+    "lenet5": (lambda r, c: LeNet5(rngs=r), lambda r, c: dynamic.GatedLeNet5(rngs=r),
+               (28, 28, 1), False),
 }
+
+
+def flat(fn, state):
+    """``(jitted g(leaves, *args), leaves)`` computing ``fn(state, *args)``: the state
+    travels as a flat list of arrays, so no path pays host-side pytree flattening."""
+    leaves, treedef = jax.tree.flatten(state)
+    return jax.jit(lambda leaves, *args: fn(jax.tree.unflatten(treedef, leaves), *args)), leaves
 
 
 def time_call(fn, args, repeats: int, iters: int) -> tuple[float, float]:
@@ -71,6 +84,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16])
     parser.add_argument("--densities", nargs="+", type=float, default=[1.0, 0.5, 0.25])
+    parser.add_argument("--widths", nargs="+", type=int, default=[25],
+                        help="channels of every MNIST-1D CNN convolution (25: the reference "
+                             "model); LeNet-5 keeps its 20/50/500")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--iters", type=int, default=20)
     parser.add_argument("--tag", default=jax.default_backend())
@@ -82,21 +98,24 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     rows = []
     rng = np.random.default_rng(0)
-    for name in args.models:
-        make_dense, make_gated, shape = MODELS[name]
-        dense = make_dense(nnx.Rngs(0))
-        gated = make_gated(nnx.Rngs(0))
+    runs = [(name, w) for name in args.models
+            for w in (args.widths if MODELS[name][3] else [None])]
+    for name, width in runs:
+        make_dense, make_gated, shape, _ = MODELS[name]
+        dense = make_dense(nnx.Rngs(0), width)
+        gated = make_gated(nnx.Rngs(0), width)
+        label = name if width is None else f"{name} C={width}"
         dg, ds = nnx.split(dense)
-        gg, gs = nnx.split(gated)
-        dense_fn = jax.jit(lambda s, x, g=dg: nnx.merge(g, s)(x))
-        masked_fn = jax.jit(lambda s, x, d, g=gg: nnx.merge(g, s)(x, d))
+        gg, gstate = nnx.split(gated)
+        dense_fn, ds = flat(lambda s, x, g=dg: nnx.merge(g, s)(x), ds)
+        masked_fn, gs = flat(lambda s, x, d, g=gg: nnx.merge(g, s)(x, d), gstate)
         dense_macs = dynamic.dense_flops(gated.costs)
         full = {n: c.out_channels for n, c in zip(gated.gated_layers, gated.costs, strict=False)}
         full_macs = float(dynamic.effective_flops(gated.costs, full))  # masked: all + predictors
         for batch in args.batch_sizes:
             x = jnp.asarray(rng.normal(size=(batch, *shape)).astype(np.float32))
             c_dense, t_dense = time_call(dense_fn, (ds, x), args.repeats, args.iters)
-            rows.append({"model": name, "batch": batch, "density": 1.0, "path": "dense",
+            rows.append({"model": label, "batch": batch, "density": 1.0, "path": "dense",
                          "ks": "", "rel_macs": 1.0, "compile_s": c_dense, "latency_s": t_dense,
                          "speedup": 1.0})
             for d in args.densities:
@@ -105,16 +124,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 macs = float(dynamic.effective_flops(gated.costs, counts))
                 for path, fn, fargs in (
                     ("masked", masked_fn, (gs, x, jnp.float32(d))),
-                    ("gathered", lambda s, x, ks=ks, g=gg: dynamic.apply_gathered(g, s, x, ks),
-                     (gs, x)),
+                    ("gathered", flat(dynamic.make_gathered(gg, ks), gstate)[0], (gs, x)),
                 ):
                     c, t = time_call(fn, fargs, args.repeats, args.iters)
-                    rows.append({"model": name, "batch": batch, "density": d, "path": path,
+                    rows.append({"model": label, "batch": batch, "density": d, "path": path,
                                  "ks": "/".join(map(str, ks)),
                                  "rel_macs": (macs if path == "gathered" else full_macs)
                                  / dense_macs,
                                  "compile_s": c, "latency_s": t, "speedup": t_dense / t})
-            print(f"{name} batch {batch}: done")
+            print(f"{label} batch {batch}: done", flush=True)
     env = environment()
     table = markdown_table(
         rows,
@@ -126,7 +144,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     header = (f"# Gated inference latency ({env['device']}, jax {env['jax']})\n\n"
               f"Median of {args.repeats} × {args.iters} calls after warm-up. "
               "`masked`: all channels computed then gated (MACs = dense + predictors); "
-              "`gathered`: only the active channels (MACs of the cost model).\n"
+              "`gathered`: only the active channels (MACs of the cost model). "
+              "Every path gets the state as a flat list of arrays.\n"
               f"Command: `python experiments/benchmarks/{env['command']}`\n\n")
     print(header + table)
     out = pathlib.Path(args.out) if args.out else RESULTS / f"gating_latency_{args.tag}.json"

@@ -18,13 +18,14 @@ tokens/s on 1 device).
 Usage::
 
     python experiments/benchmarks/multi_device_scaling.py --out-dir DIR      # all GPUs
-    python experiments/benchmarks/multi_device_scaling.py --dim 64 --depth 2 --vocab 512 \
+    python experiments/benchmarks/multi_device_scaling.py --dim 64 --heads 4 --depth 2 --vocab 512 \
         --seq 64 --per-device-batch 2 --steps 3 --repeats 1                   # CPU check
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import pathlib
 import statistics
 import time
@@ -121,6 +122,7 @@ def main() -> None:
                   f"{tokens:12,.0f} tok/s  x{row['speedup_vs_1'] or float('nan'):.2f}", flush=True)
             del state, s, batches
     env = environment()
+    env["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     table = markdown_table(rows, [
         ("strategy", "{strategy}"), ("devices", "{devices}"), ("global batch", "{global_batch}"),
         ("ms/step", "{step_ms:.2f}"), ("tokens/s", "{tokens_per_s:,.0f}"),
@@ -132,7 +134,7 @@ def main() -> None:
         f"flax {env['flax']}; {env['date']}.\nCommand: `{env['command']}`. "
         f"{args.per_device_batch} x {args.seq} tokens per device, bf16 compute, AdamW inside "
         "`sparsejax.pruning` (global magnitude, updates every 100 steps); median of "
-        f"{args.repeats} windows of {args.steps} steps.\n"
+        f"{args.repeats} windows of {args.steps} steps. XLA_FLAGS: `{env['xla_flags'] or '(none)'}`.\n"
     )
     print("\n" + table)
     args.out_dir.mkdir(parents=True, exist_ok=True)

@@ -61,11 +61,13 @@ RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 PRUNABLE = r"^blocks/\d+/conv1/kernel$"
 
 
-def forward_fn(model: nnx.Module, dtype=jnp.float32):
+def forward_fn(model: nnx.Module, dtype=jnp.float32, precision: str | None = None):
     """``(jitted f(leaves, x) -> logits, leaves)`` for the model in eval mode.
 
     The state travels as a flat list of arrays (flattened once here), so a call costs no
-    NNX-state flattening on the host; floating leaves are cast to ``dtype``.
+    NNX-state flattening on the host; floating leaves are cast to ``dtype``. ``precision``
+    (``jax.default_matmul_precision``: ``"highest"`` is full float32 arithmetic, no TF32)
+    applies to every convolution and product traced in ``f``; ``None`` keeps JAX's default.
     """
     model = nnx.clone(model)
     model.eval()
@@ -75,7 +77,8 @@ def forward_fn(model: nnx.Module, dtype=jnp.float32):
               for v in leaves]  # fmt: skip
 
     def f(leaves, x):
-        return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))(x)
+        with jax.default_matmul_precision(precision):
+            return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))(x)
 
     return jax.jit(f), leaves
 
@@ -150,6 +153,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                         help="parameters, statistics and inputs of the timed forward")  # fmt: skip
+    parser.add_argument("--precision", choices=("default", "high", "highest"), default="default",
+                        help="jax.default_matmul_precision of the timed forward: 'default' lets "
+                             "float32 convolutions use TF32 on NVIDIA GPUs, 'highest' is full "
+                             "float32 arithmetic")  # fmt: skip
     parser.add_argument("--profile", action="store_true",
                         help="per-kernel device times of both models (jax.profiler trace)")
     parser.add_argument(
@@ -203,8 +210,9 @@ def main() -> None:
     )
 
     dtype = jnp.dtype(args.dtype)
-    f_dense, s_dense = forward_fn(dense, dtype)
-    f_small, s_small = forward_fn(small, dtype)
+    precision = None if args.precision == "default" else args.precision
+    f_dense, s_dense = forward_fn(dense, dtype, precision)
+    f_small, s_small = forward_fn(small, dtype, precision)
     rng = np.random.default_rng(args.seed)
     rows, profiles = [], []
     for b in args.batch:
@@ -269,7 +277,7 @@ def main() -> None:
         f"Parameters {n_dense:,} -> {n_small:,}; FLOPs (MACs) per 32x32 image "
         f"{dense_flops.total_flops:,} -> {small_flops.total_flops:,} (masked model's nonzero "
         f"FLOPs {masked_flops.nonzero_flops:,.0f}); logits max |shrunk - masked| / max |masked| "
-        f"= {max_diff:.1e}. Jitted eval-mode forward in {args.dtype} (state passed as a flat "
+        f"= {max_diff:.1e}. Jitted eval-mode forward in {args.dtype}, matmul precision {args.precision} (state passed as a flat "
         f"list of arrays), median over {args.repeats} repetitions of {args.iters} calls after "
         f"{args.warmup} warm-up calls: ms columns dispatch the {args.iters} calls and block "
         f"once (throughput); latency blocks after each call. Host load (1 min) {load_at_start:.1f} -> "
