@@ -418,11 +418,14 @@ plt.show()
 # A median over repeats of a short loop of jitted calls (after compiling and warming up).
 # `masked` computes every channel; `gathered` only the active ones. **CPU timings in Colab
 # vary a lot** (shared machines, other work): rerun the cell and compare within one run
-# only. At this tiny size (31,750 MACs) a call is dominated by dispatch, gather and
+# only. `dynamic.make_gathered(graphdef, ks)` builds the gathered function once per
+# operating point (`apply_gathered` would look up its static graph definition on every
+# call). At this tiny size (31,750 MACs) a call is dominated by dispatch, gather and
 # predictor overheads, not arithmetic, so expect the gated paths to be *slower* than the
-# dense model here: fewer MACs do not mean less time. Our GPU benchmark
-# (`experiments/benchmarks/results/gating_latency_gpu.md`, H200) finds the same: the
-# gathered path is no faster than dense on these small models.
+# dense model here: fewer MACs do not mean less time. The width sweep of
+# `experiments/benchmarks/gating_latency.py` shows where gathering starts to pay at batch
+# 1: LeNet-5 at density 0.25 is 1.09x dense on our 2-core CPU, and a 512-channel MNIST-1D
+# CNN 1.24x (CPU) and 1.30x (H100); at the reference 25 channels it is 0.33x.
 
 # %%
 dense_graphdef, dense_vars = nnx.split(dense_state.model())
@@ -451,8 +454,8 @@ for d in LADDER:
     macs = float(dynamic.effective_flops(fbs.costs, dict(zip(LAYERS, ks, strict=True))))
     rows.append(("masked", d, ks, masked_macs,
                  median_seconds(masked_fn, fbs_vars, x1, np.float32(d))))
-    rows.append(("gathered", d, ks, macs, median_seconds(
-        lambda s, x, ks=ks: dynamic.apply_gathered(graphdef, s, x, ks), fbs_vars, x1)))
+    gathered_fn = dynamic.make_gathered(graphdef, ks)  # one jitted function per operating point
+    rows.append(("gathered", d, ks, macs, median_seconds(gathered_fn, fbs_vars, x1)))
 print(f"{'path':>9} {'d':>5} {'k per layer':>13} {'MACs':>7} {'latency':>10} {'vs dense':>9}")
 for path, d, ks, macs, t in rows:
     print(f"{path:>9} {d:>5.2f} {'/'.join(map(str, ks)):>13} {macs:>7,.0f} "
@@ -467,8 +470,9 @@ for path, d, ks, macs, t in rows:
 # * The cascade spends compute where the input needs it, but at equal compute a statically
 #   pruned and fine-tuned network is better at low densities in our runs; gating can pay
 #   off at moderate densities (MNIST-1D) and when one model must serve many budgets.
-# * Wall-clock savings need kernels that exploit the gathered shapes at scale; on tiny
-#   models the overheads dominate.
+# * Wall-clock savings at batch 1 appear once the layers are wide enough for arithmetic
+#   to outweigh the per-operation overheads (LeNet-5, or MNIST-1D at 512 channels); on the
+#   reference MNIST-1D CNN the overheads dominate.
 #
 # References: Gao et al. (2019), *Dynamic Channel Pruning: Feature Boosting and
 # Suppression*, ICLR; Louizos, Welling & Kingma (2018), *Learning Sparse Neural Networks

@@ -200,6 +200,28 @@ def test_sort_search_equals_radix_bit_for_bit(s, density, seed, which):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("jit", [False, True])
+def test_layer_scope_sort_shares_two_sorts_and_matches_each_leaf(jit):
+    # Five leaves with their own sparsities (a per-layer map): the layer-scope sort selects,
+    # in every leaf, exactly the round(s·n) lowest entries of a stable sort of that leaf
+    # alone (ties by index), and agrees with the radix search bit for bit.
+    rng = np.random.default_rng(11)
+    shapes = {"a": (7, 5), "b": (3, 4, 6), "c": (1, 9), "d": (16, 16), "e": (2, 3)}
+    tree = {k: jnp.asarray(np.round(rng.standard_normal(sh), 0).astype(np.float32))
+            for k, sh in shapes.items()}
+    dist = {"a": 0.3, "b": 0.5, "c": 0.0, "d": 0.9, "e": 1.0}
+
+    def both(t):
+        return [prune(t, 0.5, scope="layer", distribution=dist, search=how)
+                for how in ("sort", "radix")]
+
+    by_sort, by_radix = npt((jax.jit(both) if jit else both)(tree))
+    for name, x in tree.items():
+        want = reference_mask([x], round(dist[name] * x.size))[0]
+        np.testing.assert_array_equal(by_sort[name], want, err_msg=name)
+        np.testing.assert_array_equal(by_radix[name], want, err_msg=name)
+
+
 def test_sort_search_nan_and_exact_counts_eager():
     x = jnp.asarray([[0.5, -0.0, 0.0, 2.0], [np.inf, -np.inf, 0.5, 1.0]], jnp.float32)
     for s in (0.25, 0.5, 0.75):
