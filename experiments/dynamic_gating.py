@@ -44,6 +44,14 @@ model (shared hard-concrete at 0.5: 98.03% vs 97.25%) to within 0.01–0.27% of
 static at 0.5 and 0.75. Static pruning still wins at d=0.25 on both, and is
 never beaten on LeNet-5.
 
+Trained longer (``--dense-steps 8000 --finetune-steps 12000``, 8 seeds,
+``mnist1d_long``; LeNet-5 ``--dense-steps 4500 --finetune-steps 3000``, 3 seeds,
+``mnist10k_long``), every gated MNIST-1D model beats static at 0.75 (by
+0.45–1.13% at equal MACs) and the per-density hard-concrete model at 0.5
+(+0.37%), while static stays ahead at 0.25 (83.18% at 7.8% MACs vs 83.06% /
+82.59% at 8.9% for the per-density hard-concrete / FBS models); on LeNet-5
+static and the per-density gated models tie within 0.3%.
+
 Compute is **effective MACs per example** (:func:`sparsejax.dynamic.effective_flops`):
 ``Σ macs_per_pair · a_in · a_out`` over the layers, with ``a`` the active (gated:
 nonzero-gate) channels of each layer and its input — exactly what a physically
