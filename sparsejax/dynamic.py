@@ -336,7 +336,7 @@ def _gathered_select(kind: str, logits: jax.Array, k: int) -> tuple[jax.Array, j
 
     The same channels as :func:`topk_mask` (ties to the lower index, ``-0.0 == 0.0``) from
     one ``lax.top_k`` instead of a full stable sort: on the CPU a 500-channel selection
-    takes 8 µs instead of 55 µs at batch 1.
+    takes 9 µs (top-k and the sort of its k indices) instead of 55 µs at batch 1.
     """
     scores = jax.nn.relu(logits) if kind == "fbs" else logits
     _, top = jax.lax.top_k(jnp.where(scores == 0, jnp.zeros_like(scores), scores), k)

@@ -160,3 +160,23 @@ def test_gating_latency_benchmark_smoke_and_cost_model(tmp_path):
     assert all(r["latency_s"] > 0 for r in rows)
     assert json.loads(out.read_text())["rows"][2]["ks"] == "4/4/4"
     assert "| mnist1d_cnn C=8 | 1 | gathered | 0.5 | 4/4/4 | 34.0% |" in out.with_suffix(".md").read_text()
+
+
+def test_jit_flat_state_calls_fn_on_the_rebuilt_state():
+    import jax.numpy as jnp
+
+    from sparsejax.experiment import jit_flat_state
+
+    state = {"w": jnp.arange(6.0).reshape(2, 3), "b": {"c": jnp.asarray([1.0, 2.0, 3.0])}}
+    traces = []
+
+    def fn(s, x, scale):
+        traces.append(1)  # once per trace
+        return (x @ s["w"].T) * scale + s["b"]["c"].sum()
+
+    g, leaves = jit_flat_state(fn, state)
+    assert isinstance(leaves, list) and len(leaves) == 2
+    x = jnp.asarray([[1.0, 0.0, 2.0]])
+    np.testing.assert_allclose(g(leaves, x, 2.0), [[14.0, 32.0]])  # (4, 13)·2 + 6
+    g(leaves, x + 1.0, 3.0)
+    assert len(traces) == 1

@@ -41,7 +41,7 @@ import numpy as np
 from flax import nnx
 
 from sparsejax import dynamic
-from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.experiment import environment, jit_flat_state, markdown_table, write_json
 from sparsejax.models import MNIST1DCNN, LeNet5
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -53,13 +53,6 @@ MODELS = {
     "lenet5": (lambda r, c: LeNet5(rngs=r), lambda r, c: dynamic.GatedLeNet5(rngs=r),
                (28, 28, 1), False),
 }
-
-
-def flat(fn, state):
-    """``(jitted g(leaves, *args), leaves)`` computing ``fn(state, *args)``: the state
-    travels as a flat list of arrays, so no path pays host-side pytree flattening."""
-    leaves, treedef = jax.tree.flatten(state)
-    return jax.jit(lambda leaves, *args: fn(jax.tree.unflatten(treedef, leaves), *args)), leaves
 
 
 def time_call(fn, args, repeats: int, iters: int) -> tuple[float, float]:
@@ -107,8 +100,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         label = name if width is None else f"{name} C={width}"
         dg, ds = nnx.split(dense)
         gg, gstate = nnx.split(gated)
-        dense_fn, ds = flat(lambda s, x, g=dg: nnx.merge(g, s)(x), ds)
-        masked_fn, gs = flat(lambda s, x, d, g=gg: nnx.merge(g, s)(x, d), gstate)
+        dense_fn, ds = jit_flat_state(lambda s, x, g=dg: nnx.merge(g, s)(x), ds)
+        masked_fn, gs = jit_flat_state(lambda s, x, d, g=gg: nnx.merge(g, s)(x, d), gstate)
         dense_macs = dynamic.dense_flops(gated.costs)
         full = {n: c.out_channels for n, c in zip(gated.gated_layers, gated.costs, strict=False)}
         full_macs = float(dynamic.effective_flops(gated.costs, full))  # masked: all + predictors
@@ -124,7 +117,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 macs = float(dynamic.effective_flops(gated.costs, counts))
                 for path, fn, fargs in (
                     ("masked", masked_fn, (gs, x, jnp.float32(d))),
-                    ("gathered", flat(dynamic.make_gathered(gg, ks), gstate)[0], (gs, x)),
+                    ("gathered", jit_flat_state(dynamic.make_gathered(gg, ks), gstate)[0], (gs, x)),
                 ):
                     c, t = time_call(fn, fargs, args.repeats, args.iters)
                     rows.append({"model": label, "batch": batch, "density": d, "path": path,

@@ -51,7 +51,7 @@ import numpy as np
 from flax import nnx
 
 import sparsejax as sj
-from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.experiment import environment, jit_flat_state, markdown_table, write_json
 from sparsejax.experiment.profiling import kernel_times
 from sparsejax.metrics import flops
 from sparsejax.models import CifarResNet
@@ -72,15 +72,15 @@ def forward_fn(model: nnx.Module, dtype=jnp.float32, precision: str | None = Non
     model = nnx.clone(model)
     model.eval()
     graphdef, state = nnx.split(model)
-    leaves, treedef = jax.tree.flatten(state)
-    leaves = [jnp.asarray(v, dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v
-              for v in leaves]  # fmt: skip
+    state = jax.tree.map(
+        lambda v: jnp.asarray(v, dtype) if jnp.issubdtype(v.dtype, jnp.floating) else v, state
+    )
 
-    def f(leaves, x):
+    def f(state, x):
         with jax.default_matmul_precision(precision):
-            return nnx.merge(graphdef, jax.tree.unflatten(treedef, leaves))(x)
+            return nnx.merge(graphdef, state)(x)
 
-    return jax.jit(f), leaves
+    return jit_flat_state(f, state)
 
 
 def count_flops(model: nnx.Module, mask=None):

@@ -1,5 +1,7 @@
-"""Experiment runner utilities: configs + CLI, output directories, tables, plots, kernel profiles."""
+"""Experiment runner utilities: configs + CLI, output directories, tables, plots, kernel profiles,
+jitted calls on flat states."""
 
+from sparsejax.experiment.calls import jit_flat_state
 from sparsejax.experiment.config import config_to_dict, parse_config
 from sparsejax.experiment.output import (
     aggregate,
@@ -16,6 +18,7 @@ __all__ = [
     "aggregate",
     "config_to_dict",
     "environment",
+    "jit_flat_state",
     "kernel_times",
     "layer_sparsity_bars",
     "markdown_table",
