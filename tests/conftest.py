@@ -1,7 +1,8 @@
 """Strict test configuration shared by every test module.
 
 * 8 fake CPU devices, so sharding tests run on any machine (set before any
-  backend is initialised).
+  backend is initialised); the ``devices8`` fixture hands them out where the
+  default backend has fewer than 8 devices (a one-GPU machine).
 * ``jax_numpy_rank_promotion="raise"``: implicit rank promotion is a bug here.
 * Warnings are errors (see ``filterwarnings`` in pyproject.toml).
 """
@@ -34,3 +35,18 @@ def mnist_dir() -> pathlib.Path:
     if not (path / "t10k-images-idx3-ubyte.gz").exists():
         pytest.fail(f"MNIST test split not found at {path}; ../shared must sit beside the repo")
     return path
+
+
+@pytest.fixture
+def devices8():
+    """8 devices for the sharding tests: the default backend's where it has 8 or more
+    (a TPU slice, an 8-GPU host), else the 8 fake CPU devices set above. The test runs
+    with the first of them as its default device, so its unsharded references are
+    computed on the same backend as the sharded runs."""
+    devices = jax.devices()
+    if len(devices) < 8:
+        devices = jax.devices("cpu")
+    if len(devices) < 8:
+        pytest.fail(f"the sharding tests need 8 devices; found {devices}")
+    with jax.default_device(devices[0]):
+        yield devices[:8]

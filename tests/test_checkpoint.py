@@ -111,9 +111,9 @@ def test_round_trip_is_bit_exact_with_named_tuples_keys_masks_and_position(tmp_p
     chex.assert_trees_all_equal(STEP(out.state, batch), STEP(trained, batch))
 
 
-def test_restore_into_abstract_target_with_sharding(tmp_path, trained):
+def test_restore_into_abstract_target_with_sharding(tmp_path, trained, devices8):
     ckpt.save(tmp_path, 7, trained)
-    device = jax.devices()[3]
+    device = devices8[3]
     target = jax.tree.map(
         lambda a: jax.ShapeDtypeStruct(
             a.shape, a.dtype, sharding=jax.sharding.SingleDeviceSharding(device)

@@ -6,10 +6,11 @@ import json
 import pathlib
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from sparsejax.experiment import aggregate, markdown_table, parse_config
+from sparsejax.experiment import aggregate, environment, markdown_table, parse_config, write_report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -63,6 +64,21 @@ def test_aggregate_mean_std_and_table():
         "| a | 60.0% ± 10.0% |",
         "| b | 90.0% ± 0.0% |",
     ]
+
+
+def test_write_report_and_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_dump_to=x")
+    env = environment()
+    assert env["xla_flags"] == "--xla_dump_to=x" and env["backend"] == jax.default_backend()
+    assert env["device_count"] == jax.device_count() and env["cpu_count"] >= 1
+    assert "load_average_1m" not in env
+    load = environment(2.5)["load_average_1m"]
+    assert load["start"] == 2.5 and load["end"] >= 0
+    path = write_report(tmp_path / "sub" / "bench_t.json",
+                        {"rows": [{"ms": np.float32(1.5), "nan": float("nan")}]}, "# t\n\n| a |\n")
+    assert path == tmp_path / "sub" / "bench_t.json"
+    assert json.loads(path.read_text()) == {"rows": [{"ms": 1.5, "nan": None}]}
+    assert (tmp_path / "sub" / "bench_t.md").read_text() == "# t\n\n| a |\n"
 
 
 def test_weight_sparsity_for_compression_counts_all_params():

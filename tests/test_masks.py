@@ -163,8 +163,8 @@ def test_vmap_over_masks():
     np.testing.assert_array_equal(counts, [2, 6])
 
 
-def test_sharded_params_keep_sharding():
-    mesh = Mesh(np.array(jax.devices()[:8]), ("d",))
+def test_sharded_params_keep_sharding(devices8):
+    mesh = Mesh(np.array(devices8), ("d",))
     spec = NamedSharding(mesh, PartitionSpec("d"))
     params = {"w": jax.device_put(jnp.arange(64.0).reshape(16, 4), spec)}
     mask = {"w": jax.device_put(params["w"] % 3 != 0, spec)}

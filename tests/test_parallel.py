@@ -1,4 +1,5 @@
-"""Data-parallel and FSDP training on 8 fake CPU devices (conftest sets them)."""
+"""Data-parallel and FSDP training on 8 devices: the 8 fake CPU devices that conftest
+sets, unless the default backend has 8 of its own (the ``devices8`` fixture)."""
 
 from __future__ import annotations
 
@@ -17,12 +18,7 @@ from sparsejax import train as sj_train
 from sparsejax.models import MLP
 
 
-def _mesh():
-    assert len(jax.devices()) == 8
-    return parallel.make_mesh()
-
-
-def test_fsdp_specs_split_largest_divisible_axis_and_replicate_small_leaves():
+def test_fsdp_specs_split_largest_divisible_axis_and_replicate_small_leaves(devices8):
     tree = {
         "w": jnp.zeros((64, 256)),
         "v": jnp.zeros((24, 40)),  # 960 elements < min_size: replicated
@@ -33,7 +29,7 @@ def test_fsdp_specs_split_largest_divisible_axis_and_replicate_small_leaves():
         "s": jnp.zeros(()),
     }
     specs = jax.tree.map(
-        lambda s: s.spec, parallel.state_shardings(tree, _mesh(), "fsdp", min_size=1024)
+        lambda s: s.spec, parallel.state_shardings(tree, parallel.make_mesh(devices=devices8), "fsdp", min_size=1024)
     )
     assert specs == {
         "w": P(None, "data"),
@@ -44,24 +40,24 @@ def test_fsdp_specs_split_largest_divisible_axis_and_replicate_small_leaves():
         "m": P(),
         "s": P(),
     }
-    dp = parallel.state_shardings(tree, _mesh(), "dp")
+    dp = parallel.state_shardings(tree, parallel.make_mesh(devices=devices8), "dp")
     assert all(s.spec == P() for s in jax.tree.leaves(dp))
 
 
-def test_bad_inputs_name_the_value():
+def test_bad_inputs_name_the_value(devices8):
     with pytest.raises(ValueError, match="num_devices.*9"):
-        parallel.make_mesh(9)
+        parallel.make_mesh(9, devices=devices8)
     with pytest.raises(ValueError, match="strategy.*'zero3'"):
-        parallel.state_shardings({"w": jnp.zeros(2)}, _mesh(), "zero3")
+        parallel.state_shardings({"w": jnp.zeros(2)}, parallel.make_mesh(devices=devices8), "zero3")
     with pytest.raises(ValueError, match="axis 'model'"):
-        parallel.state_shardings({"w": jnp.zeros(2)}, _mesh(), axis="model")
+        parallel.state_shardings({"w": jnp.zeros(2)}, parallel.make_mesh(devices=devices8), axis="model")
     with pytest.raises(ValueError, match="'x'.*12 rows.*8 devices"):
-        parallel.shard_batch({"x": np.zeros((12, 3))}, _mesh())
+        parallel.shard_batch({"x": np.zeros((12, 3))}, parallel.make_mesh(devices=devices8))
     with pytest.raises(ValueError, match="'y'.*scalar"):
-        parallel.shard_batch({"y": np.zeros(())}, _mesh())
+        parallel.shard_batch({"y": np.zeros(())}, parallel.make_mesh(devices=devices8))
 
 
-def _setup(strategy):
+def _setup(strategy, devices8):
     model = MLP((32, 64, 10), rngs=nnx.Rngs(0))
     tx = sj.pruning(
         optax.adamw(1e-2),
@@ -77,16 +73,16 @@ def _setup(strategy):
     ]
     if strategy is None:
         return state, batches
-    mesh = _mesh()
+    mesh = parallel.make_mesh(devices=devices8)
     state = parallel.shard_state(state, mesh, strategy, min_size=256)
     return state, [parallel.shard_batch(b, mesh) for b in batches]
 
 
 @pytest.mark.parametrize("strategy", ["dp", "fsdp"])
-def test_sharded_training_with_gradual_pruning_matches_one_device(strategy):
+def test_sharded_training_with_gradual_pruning_matches_one_device(strategy, devices8):
     step = sj_train.make_train_step()
-    ref, ref_batches = _setup(None)
-    state, batches = _setup(strategy)
+    ref, ref_batches = _setup(None, devices8)
+    state, batches = _setup(strategy, devices8)
     for b_ref, b in zip(ref_batches, batches, strict=True):
         ref, _ = step(ref, b_ref)
         state, _ = step(state, b)
@@ -107,12 +103,12 @@ def test_sharded_training_with_gradual_pruning_matches_one_device(strategy):
         assert kernel.addressable_shards[0].data.shape == (32, 8)
 
 
-def test_sharded_state_checkpoint_round_trip(tmp_path):
+def test_sharded_state_checkpoint_round_trip(tmp_path, devices8):
     step = sj_train.make_train_step()
-    state, batches = _setup("fsdp")
+    state, batches = _setup("fsdp", devices8)
     state, _ = step(state, batches[0])
     checkpoint.save(tmp_path, 1, state)
-    fresh, _ = _setup("fsdp")
+    fresh, _ = _setup("fsdp", devices8)
     restored = checkpoint.restore(tmp_path, fresh).state
     # (the static optimizer differs: `fresh` built its own transform object)
     got, want = jax.tree.leaves(restored), jax.tree.leaves(state)

@@ -565,10 +565,10 @@ def test_list_and_tuple_pytrees():
     assert isinstance(r, list) and r[0].shape == (2, 2) and float(r[1][1]) == 0.0
 
 
-def test_sharded_params_and_vmapped_keys_give_the_same_scores():
+def test_sharded_params_and_vmapped_keys_give_the_same_scores(devices8):
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-    mesh = Mesh(np.array(jax.devices()[:8]), ("x",))
+    mesh = Mesh(np.array(devices8), ("x",))
     params = {"w": jnp.arange(32, dtype=F32).reshape(8, 4) / 7 - 2, "b": jnp.ones(4, F32)}
     grads = jax.tree.map(lambda x: jnp.cos(x), params)
     sharded = {

@@ -502,8 +502,8 @@ def test_vmap_over_four_score_seeds_and_sparsities(search):
         np.testing.assert_array_equal(masks["b"][i], want[1])
 
 
-def test_sharded_params_stay_sharded_and_match_unsharded():
-    mesh = Mesh(np.array(jax.devices()[:8]), ("x",))
+def test_sharded_params_stay_sharded_and_match_unsharded(devices8):
+    mesh = Mesh(np.array(devices8), ("x",))
     rng = np.random.default_rng(9)
     scores = {
         "big": jnp.asarray(np.round(rng.standard_normal((64, 32)), 1).astype(np.float32)),

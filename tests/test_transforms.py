@@ -509,8 +509,8 @@ def test_pruning_vmapped_over_seeds():
                            zip(jax.tree.leaves(mask), jax.tree.leaves(masks[0])))
 
 
-def test_pruning_sharded_keeps_sharding_and_matches_unsharded_vmapped_runs():
-    mesh = Mesh(np.array(jax.devices()[:8]).reshape(2, 4), ("data", "model"))
+def test_pruning_sharded_keeps_sharding_and_matches_unsharded_vmapped_runs(devices8):
+    mesh = Mesh(np.array(devices8).reshape(2, 4), ("data", "model"))
     specs = {
         "dense0": {"kernel": P("data", "model"), "bias": P("model")},
         "out": {"kernel": P("model", None), "bias": P()},

@@ -52,7 +52,7 @@ from block_sparse_matmul import bench as _bench
 from flax import nnx
 
 import sparsejax as sj
-from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.experiment.output import environment, markdown_table, write_report
 from sparsejax.kernels.block_sparse import KernelConfig, Tiling, choose_launch, smem_limit
 from sparsejax.kernels.linear import BlockSparseLinear
 
@@ -194,10 +194,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  ("tokens/s", "{tokens_per_s:,.0f}"),
                                  ("speedup vs dense", "{speedup:.2f}")])
     print(text)
-    write_json(args.out, {"environment": env, "args": {
+    write_report(args.out, {"environment": env, "args": {
         k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
-        "rows": rows})
-    args.out.with_suffix(".md").write_text(
+        "rows": rows},
         f"# block-sparse FFN inference ({env['device']}, jax {env['jax']}, {env['date']})\n\n"
         f"`{env['command']}`\n\n{text}\n")
     print(f"wrote {args.out}")

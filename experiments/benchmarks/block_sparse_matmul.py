@@ -95,7 +95,7 @@ import numpy as np
 
 import sparsejax as sj
 from sparsejax.block_sparse import BlockSparseMatrix, block_sparse_matmul
-from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.experiment.output import environment, markdown_table, write_json, write_report
 from sparsejax.experiment.profiling import kernel_times
 from sparsejax.kernels.block_sparse import KernelConfig, Tiling, choose_launch, smem_limit
 
@@ -718,8 +718,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     sweep = config_table(rows)
     print(text)
     print(sweep)
-    write_json(args.out, result)
-    args.out.with_suffix(".md").write_text(
+    write_report(
+        args.out, result,
         f"# block-sparse matmul ({env['device']}, jax {env['jax']}, {env['date']})\n\n"
         f"`{env['command']}`\n\n{text}\n\n## launch configurations (forward)\n\n{sweep}\n")
     print(f"wrote {args.out} ({time.perf_counter() - args.t_start:.0f} s)")

@@ -41,7 +41,7 @@ import numpy as np
 from flax import nnx
 
 from sparsejax import dynamic
-from sparsejax.experiment import environment, jit_flat_state, markdown_table, write_json
+from sparsejax.experiment import environment, jit_flat_state, markdown_table, write_report
 from sparsejax.models import MNIST1DCNN, LeNet5
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -142,8 +142,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
               f"Command: `python experiments/benchmarks/{env['command']}`\n\n")
     print(header + table)
     out = pathlib.Path(args.out) if args.out else RESULTS / f"gating_latency_{args.tag}.json"
-    write_json(out, {"environment": env, "args": vars(args), "rows": rows})
-    out.with_suffix(".md").write_text(header + table + "\n")
+    write_report(out, {"environment": env, "args": vars(args), "rows": rows}, header + table)
     print(f"\nwrote {out} and {out.with_suffix('.md')}")
     return rows
 

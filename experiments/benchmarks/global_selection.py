@@ -58,7 +58,7 @@ import jax
 import jax.numpy as jnp
 
 from sparsejax import select
-from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.experiment.output import environment, markdown_table, write_report
 from sparsejax.experiment.profiling import kernel_times
 from sparsejax.select import prune
 
@@ -274,9 +274,7 @@ def main(argv: list[str] | None = None) -> dict:
             flush=True,
         )
 
-    env = environment()
-    env["load_average_1min"] = {"start": load_start, "end": os.getloadavg()[0]}
-    env["cpu_count"] = os.cpu_count()
+    env = environment(load_start)
     table_rows = []
     for r in rows:
         t = {"params": f"{r['params']:,}", "leaves": r["leaves"]}
@@ -317,7 +315,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{ref_repeats}) after compilation and one warm-up run, around `block_until_ready`. "
         f"Scores |N(0,1)| float32 in transformer-like matrices; ratios use the fastest "
         f"variant of ours; compile time and memory are those of `{args.variants[0]}`. Host load average (1 min) {load_start:.1f} at the start, "
-        f"{env['load_average_1min']['end']:.1f} at the end ({env['cpu_count']} CPUs).\n\n"
+        f"{env['load_average_1m']['end']:.1f} at the end ({env['cpu_count']} CPUs).\n\n"
     )
     text = header + markdown_table(table_rows, columns) + "\n"
     for r in rows:
@@ -330,8 +328,8 @@ def main(argv: list[str] | None = None) -> dict:
             )
     print(text)
     out = args.out
-    write_json(out, {"environment": env, "args": {**vars(args), "out": str(out)}, "rows": rows})
-    out.with_suffix(".md").write_text(text)
+    write_report(out, {"environment": env, "args": {**vars(args), "out": str(out)}, "rows": rows},
+                 text)
     return {"environment": env, "rows": rows}
 
 

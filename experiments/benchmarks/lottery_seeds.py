@@ -64,7 +64,7 @@ from flax import nnx
 
 from sparsejax import lottery
 from sparsejax.data import load_dataset
-from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.experiment.output import environment, markdown_table, write_report
 from sparsejax.models import mnist1d_mlp
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -252,10 +252,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     load_at_start = os.getloadavg()[0]
     res = benchmark(cfg)
 
-    env = environment()
-    env["cpu_count"] = os.cpu_count()
-    env["xla_flags"] = os.environ.get("XLA_FLAGS", "")
-    env["load_average_1m"] = {"start": load_at_start, "end": os.getloadavg()[0]}
+    env = environment(load_at_start)
     table = markdown_table(
         res["rows"],
         [
@@ -294,10 +291,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"over hundreds of steps until the trained weights, and so the pruned sets, differ.\n"
     )
     print("\n" + header + "\n" + table)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"lottery_seeds_{args.tag}"
-    write_json(
-        args.out_dir / f"{stem}.json",
+    write_report(
+        args.out_dir / f"lottery_seeds_{args.tag}.json",
         {
             "benchmark": "lottery_seeds",
             "model": "mnist1d_mlp 40-500-500-10",
@@ -306,8 +301,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "environment": env,
             **res,
         },
+        header + "\n" + table,
     )
-    (args.out_dir / f"{stem}.md").write_text(header + "\n" + table + "\n")
     return res
 
 

@@ -25,7 +25,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import statistics
 import time
@@ -39,7 +38,7 @@ from flax import nnx
 import sparsejax as sj
 from sparsejax import parallel
 from sparsejax import train as sj_train
-from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.experiment.output import environment, markdown_table, write_report
 from sparsejax.models.decoder import DecoderLM, next_token_loss
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -122,7 +121,6 @@ def main() -> None:
                   f"{tokens:12,.0f} tok/s  x{row['speedup_vs_1'] or float('nan'):.2f}", flush=True)
             del state, s, batches
     env = environment()
-    env["xla_flags"] = os.environ.get("XLA_FLAGS", "")
     table = markdown_table(rows, [
         ("strategy", "{strategy}"), ("devices", "{devices}"), ("global batch", "{global_batch}"),
         ("ms/step", "{step_ms:.2f}"), ("tokens/s", "{tokens_per_s:,.0f}"),
@@ -137,14 +135,11 @@ def main() -> None:
         f"{args.repeats} windows of {args.steps} steps. XLA_FLAGS: `{env['xla_flags'] or '(none)'}`.\n"
     )
     print("\n" + table)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"multi_device_scaling_{args.tag}"
-    write_json(args.out_dir / f"{stem}.json", {
+    write_report(args.out_dir / f"multi_device_scaling_{args.tag}.json", {
         "benchmark": "multi_device_scaling", "params": n_params,
         "config": vars(args) | {"out_dir": str(args.out_dir)}, "environment": env,
         "results": rows,
-    })
-    (args.out_dir / f"{stem}.md").write_text(header + "\n" + table + "\n")
+    }, header + "\n" + table)
 
 
 if __name__ == "__main__":

@@ -53,7 +53,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import pathlib
 import statistics
 import time
@@ -67,7 +66,7 @@ from flax import nnx
 
 import sparsejax as sj
 from sparsejax import train as sj_train
-from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.experiment.output import environment, markdown_table, write_report
 from sparsejax.models import MLP, ResNet20
 from sparsejax.models.decoder import DecoderLM, next_token_loss
 
@@ -320,7 +319,6 @@ def main() -> None:
                 flush=True,
             )
     env = environment()
-    env["cpu_count"] = os.cpu_count()
     table = markdown_table(
         rows,
         [
@@ -350,18 +348,16 @@ def main() -> None:
         + "\n"
     )
     print("\n" + table)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"pruning_overhead_{args.tag}_{args.loop}"
-    write_json(
-        args.out_dir / f"{stem}.json",
+    write_report(
+        args.out_dir / f"pruning_overhead_{args.tag}_{args.loop}.json",
         {
             "benchmark": "pruning_overhead",
             "config": vars(args) | {"out_dir": str(args.out_dir)},
             "environment": env,
             "results": rows,
         },
+        header + "\n" + table,
     )
-    (args.out_dir / f"{stem}.md").write_text(header + "\n" + table + "\n")
 
 
 if __name__ == "__main__":

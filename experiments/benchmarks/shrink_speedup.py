@@ -51,7 +51,7 @@ import numpy as np
 from flax import nnx
 
 import sparsejax as sj
-from sparsejax.experiment import environment, jit_flat_state, markdown_table, write_json
+from sparsejax.experiment import environment, jit_flat_state, markdown_table, write_report
 from sparsejax.experiment.profiling import kernel_times
 from sparsejax.metrics import flops
 from sparsejax.models import CifarResNet
@@ -250,10 +250,7 @@ def main() -> None:
             flush=True,
         )
 
-    env = environment()
-    env["cpu_count"] = os.cpu_count()
-    env["xla_flags"] = os.environ.get("XLA_FLAGS", "")
-    env["load_average_1m"] = {"start": load_at_start, "end": os.getloadavg()[0]}
+    env = environment(load_at_start)
     table = markdown_table(
         rows,
         [
@@ -288,8 +285,20 @@ def main() -> None:
         "one kernel per convolution can reach.\n"
     )
     print("\n" + table)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_json(
+    sections = [header, table]
+    if profiles:
+        sections.append(
+            f"## Device kernels per call (jax.profiler trace of {args.iters} calls)\n\n"
+            + markdown_table(
+                [{"batch": b, "model": name, "busy": p.busy_us, "span": p.span_us,
+                  "kernels": p.kernels} for b, name, p in profiles],
+                [("batch", "{batch}"), ("model", "{model}"), ("device busy (µs)", "{busy:.1f}"),
+                 ("first to last kernel (µs)", "{span:.1f}"), ("kernels", "{kernels:g}")],
+            )
+        )
+        for b, name, p in profiles:
+            sections.append(f"### batch {b}, {name}: longest kernels\n\n" + p.table(top=8))
+    write_report(
         out,
         {
             "benchmark": "shrink_speedup",
@@ -306,21 +315,8 @@ def main() -> None:
             "max_rel_diff_shrunk_vs_masked": max_diff,
             "results": rows,
         },
+        "\n\n".join(sections),
     )
-    sections = [header, table]
-    if profiles:
-        sections.append(
-            f"## Device kernels per call (jax.profiler trace of {args.iters} calls)\n\n"
-            + markdown_table(
-                [{"batch": b, "model": name, "busy": p.busy_us, "span": p.span_us,
-                  "kernels": p.kernels} for b, name, p in profiles],
-                [("batch", "{batch}"), ("model", "{model}"), ("device busy (µs)", "{busy:.1f}"),
-                 ("first to last kernel (µs)", "{span:.1f}"), ("kernels", "{kernels:g}")],
-            )
-        )
-        for b, name, p in profiles:
-            sections.append(f"### batch {b}, {name}: longest kernels\n\n" + p.table(top=8))
-    out.with_suffix(".md").write_text("\n\n".join(sections) + "\n")
 
 
 if __name__ == "__main__":

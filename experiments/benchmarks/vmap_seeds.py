@@ -40,7 +40,7 @@ import optax
 from flax import nnx
 
 from sparsejax import train as sj_train
-from sparsejax.experiment.output import environment, markdown_table, write_json
+from sparsejax.experiment.output import environment, markdown_table, write_report
 from sparsejax.models import MNIST1DCNN, LeNet300100
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -163,10 +163,7 @@ def main() -> None:
                 flush=True,
             )
 
-    env = environment()
-    env["cpu_count"] = os.cpu_count()
-    env["xla_flags"] = os.environ.get("XLA_FLAGS", "")
-    env["load_average_1m"] = {"start": load_at_start, "end": os.getloadavg()[0]}
+    env = environment(load_at_start)
     table = markdown_table(
         rows,
         [
@@ -188,11 +185,10 @@ def main() -> None:
         f"{env['load_average_1m']['end']:.1f} at the end ({env['cpu_count']} CPUs).\n"
     )
     print("\n" + table)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
     stem = f"vmap_seeds_{args.tag}" if args.model == "lenet300100" else (
         f"vmap_seeds_{args.model}_{args.tag}"
     )
-    write_json(
+    write_report(
         args.out_dir / f"{stem}.json",
         {
             "benchmark": "vmap_seeds",
@@ -202,8 +198,8 @@ def main() -> None:
             "environment": env,
             "results": rows,
         },
+        header + "\n" + table,
     )
-    (args.out_dir / f"{stem}.md").write_text(header + "\n" + table + "\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from sparsejax.experiment.output import (
     markdown_table,
     prepare_output_dir,
     write_json,
+    write_report,
 )
 from sparsejax.experiment.plots import layer_sparsity_bars, tradeoff_curve
 from sparsejax.experiment.profiling import KernelTimes, kernel_times
@@ -26,4 +27,5 @@ __all__ = [
     "prepare_output_dir",
     "tradeoff_curve",
     "write_json",
+    "write_report",
 ]

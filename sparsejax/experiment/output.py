@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import pathlib
 import platform
 import subprocess
@@ -30,11 +31,24 @@ __all__ = [
     "markdown_table",
     "prepare_output_dir",
     "write_json",
+    "write_report",
 ]
 
 
-def environment() -> dict[str, Any]:
-    """Versions, device and provenance recorded next to every result."""
+def environment(load_at_start: float | None = None) -> dict[str, Any]:
+    """Versions, device and provenance recorded next to every result.
+
+    Args:
+      load_at_start: the host's 1-minute load average when the measurement
+        began (``os.getloadavg()[0]``); with it the result also records the
+        load now, as ``load_average_1m = {"start", "end"}`` (timings taken on a
+        shared host are read against it).
+
+    Returns:
+      A JSON-serialisable dict: date, command line, git commit, Python, jax /
+      flax / optax versions, backend, device kind and count, machine, CPU
+      count and ``XLA_FLAGS``.
+    """
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -49,7 +63,7 @@ def environment() -> dict[str, Any]:
     import optax
 
     dev = jax.devices()[0]
-    return {
+    env = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([pathlib.Path(sys.argv[0]).name, *sys.argv[1:]]),
         "git_commit": commit or None,
@@ -61,7 +75,12 @@ def environment() -> dict[str, Any]:
         "device": getattr(dev, "device_kind", str(dev)),
         "device_count": jax.device_count(),
         "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
+    if load_at_start is not None:
+        env["load_average_1m"] = {"start": load_at_start, "end": os.getloadavg()[0]}
+    return env
 
 
 def _jsonable(obj: Any) -> Any:
@@ -83,6 +102,14 @@ def write_json(path: str | pathlib.Path, data: Any) -> pathlib.Path:
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(_jsonable(data), indent=2) + "\n")
+    return path
+
+
+def write_report(path: str | pathlib.Path, data: Any, markdown: str) -> pathlib.Path:
+    """A benchmark's results: ``data`` as JSON at ``path`` (see :func:`write_json`) and
+    ``markdown`` beside it, at ``path`` with the suffix ``.md``. Returns the JSON path."""
+    path = write_json(path, data)
+    path.with_suffix(".md").write_text(markdown.rstrip("\n") + "\n")
     return path
 
 
