@@ -237,6 +237,22 @@ def _unique(origins: Sequence[int | None]) -> int | None:
     return found.pop() if len(found) == 1 else None
 
 
+def _scan_num_carry(outvars: Sequence[Any], body_outvars: Sequence[Any]) -> int:
+    """How many of a ``scan``'s outputs are carries, from the avals alone.
+
+    The outputs are the carries, each with its body output's shape, then the stacked
+    ``ys``, each with one more (leading, ``length``) axis than its body output; so the
+    carries are the leading outputs whose shape equals the body's. (jax < 0.11 also
+    records this as the equation's ``num_carry`` parameter; newer versions do not.)
+    """
+    n = 0
+    for out, body_out in zip(outvars, body_outvars, strict=True):
+        if out.aval.shape != body_out.aval.shape:
+            break
+        n += 1
+    return n
+
+
 def _walk(
     jaxpr: Jaxpr, origins: Sequence[int | None], multiplier: int, acc: collections.Counter
 ) -> list[int | None]:
@@ -264,8 +280,10 @@ def _walk(
         elif name in _FOLLOW_EACH:
             outs = list(ins)
         elif name == "scan":
-            sub_outs = _walk(eqn.params["jaxpr"].jaxpr, ins, multiplier * eqn.params["length"], acc)
-            outs = sub_outs[: eqn.params["num_carry"]] + [None] * (len(outs) - eqn.params["num_carry"])
+            body = eqn.params["jaxpr"].jaxpr
+            sub_outs = _walk(body, ins, multiplier * eqn.params["length"], acc)
+            carries = _scan_num_carry(eqn.outvars, body.outvars)
+            outs = sub_outs[:carries] + [None] * (len(outs) - carries)
         elif name == "cond":
             # Data-dependent branch: count the most expensive branch (an upper bound).
             best: collections.Counter | None = None

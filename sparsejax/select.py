@@ -96,6 +96,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from sparsejax._platform import target_device_count, target_platform
 from sparsejax._tree import (
     Prunable,
     PyTree,
@@ -140,7 +141,7 @@ def _sampling_pays() -> bool:
     """Whether ``search="auto"`` may sample: not on XLA:CPU, where the scatter of the
     histogram pass materializes its indices and the radix passes are faster (10M
     scores on 2 cores: 97 ms sampled, 40 ms radix)."""
-    return jax.default_backend() != "cpu"
+    return target_platform() != "cpu"
 
 
 def _sorting_pays(total_groups: int) -> bool:
@@ -149,7 +150,7 @@ def _sorting_pays(total_groups: int) -> bool:
     counting passes (see the module docstring). Not on XLA:CPU, where the passes are
     cheaper than a sort, and not with several devices, where a sort would gather
     sharded scores."""
-    return total_groups <= _SORT_MAX and _sampling_pays() and jax.device_count() == 1
+    return total_groups <= _SORT_MAX and _sampling_pays() and target_device_count() == 1
 
 
 def _pallas_passes() -> bool:
@@ -159,7 +160,7 @@ def _pallas_passes() -> bool:
     a sharded leaf would be gathered onto one device."""
     from sparsejax.kernels.block_sparse import default_backend
 
-    return default_backend() == "pallas" and jax.device_count() == 1
+    return default_backend() == "pallas" and target_device_count() == 1
 
 
 Source = tuple[jax.Array, "jax.Array | None"]  # float32 group scores, already-pruned flags

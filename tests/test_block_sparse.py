@@ -159,9 +159,17 @@ def test_bad_inputs_raise():
         KernelConfig(smem_limit=0)
 
 
-def test_default_backend_is_reference_off_gpu():
-    assert default_backend() == "reference"
-    assert KernelConfig().resolved_backend() == "reference"
+def test_default_backend_is_pallas_on_gpu_and_follows_the_default_device():
+    from sparsejax._platform import target_device_count, target_platform
+
+    assert default_backend() == ("pallas" if jax.default_backend() == "gpu" else "reference")
+    assert target_platform() == jax.default_backend()
+    # Placed on the CPU (also on a GPU host): the jnp reference, as for every CPU program.
+    for device in (jax.devices("cpu")[0], "cpu"):
+        with jax.default_device(device):
+            assert target_platform() == "cpu" and target_device_count() == 8
+            assert default_backend() == "reference"
+            assert KernelConfig().resolved_backend() == "reference"
     assert KernelConfig(interpret=True).resolved_backend() == "pallas"
 
 

@@ -216,6 +216,17 @@ def test_flops_loops_remat_and_activation_products():
     stacked = {"stack": jnp.ones((6, 4, 4))}
     assert metrics.flops(scanned, stacked, jnp.ones((2, 4))).by_path()["stack"].flops == 6 * 2 * 16
 
+    def carried(p, x):  # the weight rides the carry; the products are stacked ys
+        w, ys = jax.lax.scan(lambda w, xi: (w.T.T, xi @ w), p["w"], x)
+        return ys.sum() + (x[0] @ w).sum()  # w after the loop is still p["w"]
+
+    rows = metrics.flops(carried, {"w": jnp.ones((4, 4))}, jnp.ones((5, 3, 4))).by_path()
+    assert rows["w"].flops == 5 * 48 + 48 and metrics.NO_PARAMETER not in rows
+    eqns = jax.make_jaxpr(carried)({"w": jnp.ones((4, 4))}, jnp.ones((5, 3, 4))).eqns
+    scan_eqn = next(e for e in eqns if e.primitive.name == "scan")
+    carries = metrics._scan_num_carry(scan_eqn.outvars, scan_eqn.params["jaxpr"].jaxpr.outvars)
+    assert carries == scan_eqn.params.get("num_carry", 1) == 1  # jax >= 0.11 drops num_carry
+
     def dynamic(p, x):
         return jax.lax.while_loop(lambda h: h.sum() < 100, lambda h: h @ p["w"], x)
 

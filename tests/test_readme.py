@@ -115,7 +115,10 @@ def _check_block_nm(block, ns, capsys):
     assert bsm.nnz_blocks == 4 and tiles.sum() == 4 and blocks.sum() == 4 * 16 * 64
     assert norms[tiles].min() > norms[~tiles].max()
     expected = np.asarray(ns["x"]) @ np.where(blocks, w, 0.0)
-    np.testing.assert_allclose(ns["y_bs"], expected, rtol=1e-4, atol=1e-3)
+    # On a GPU, JAX's default precision multiplies float32 in TF32 (10-bit mantissa): the
+    # kernel and the dense product of the example agree (the printed True), numpy differs.
+    atol = 1e-3 if jax.default_backend() == "cpu" else 3e-2
+    np.testing.assert_allclose(ns["y_bs"], expected, rtol=1e-4, atol=atol)
 
 
 def _check_sensitivity(block, ns, capsys):

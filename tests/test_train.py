@@ -201,7 +201,7 @@ def test_evaluate_matches_sklearn_and_eval_mode_forward(data):
     np.testing.assert_allclose(result["macro_f1"], f.mean(), rtol=1e-6)
     np.testing.assert_allclose(result["macro_precision"], p.mean(), rtol=1e-6)
     np.testing.assert_allclose(result["macro_recall"], r.mean(), rtol=1e-6)
-    assert result["accuracy"] == float(np.float32(np.sum(preds == y) / 40))
+    assert result["accuracy"] == np.sum(preds == y) / 40
     probs = np.asarray(jax.nn.softmax(logits.astype(np.float64)))
     np.testing.assert_allclose(result["loss"], log_loss(y, probs, labels=range(3)), rtol=1e-5)
     np.testing.assert_array_equal(result["confusion"], confusion_matrix(y, preds, labels=range(3)))
@@ -325,6 +325,15 @@ def test_train_validates_arguments(data):
 # --------------------------------------------------------------------------- many seeds
 
 
+def _assert_same_init(a, b):
+    """Equal on the CPU; elsewhere within a few float32 ulps (a GPU's vmapped initializer
+    kernels may round differently from the unbatched ones)."""
+    if jax.default_backend() == "cpu":
+        chex.assert_trees_all_equal(a, b)
+    else:
+        chex.assert_trees_all_close(plain(a), plain(b), rtol=1e-6, atol=1e-6)
+
+
 def test_vmapped_seeds_equal_sequential_training(data):
     x, y = data
     tx = ADAM
@@ -352,7 +361,7 @@ def test_vmapped_seeds_equal_sequential_training(data):
         for i, k in enumerate(keys):
             k_model, k_drop = jax.random.split(k)
             single = sj_train.create_train_state(make_net(k_model), tx, key=k_drop)
-            chex.assert_trees_all_equal(single, jax.tree.map(lambda a, i=i: a[i], stacked))
+            _assert_same_init(single, jax.tree.map(lambda a, i=i: a[i], stacked))
             seed_i = data_seed if isinstance(data_seed, int) else data_seed[i]
             single, hist_i = sj_train.train(
                 single,

@@ -481,8 +481,12 @@ def test_pruning_with_the_schedule_on_the_host_equals_lax_cond():
 
 
 @functools.cache
-def _vmapped_global_run():
-    """TX_GLOBAL for 6 steps, vmapped over 4 seeds (init and update), unsharded."""
+def _vmapped_global_run(device=None):
+    """TX_GLOBAL for 6 steps, vmapped over 4 seeds (init and update), unsharded, on
+    ``device`` (default: the default device)."""
+    if device is not None:
+        with jax.default_device(device):
+            return _vmapped_global_run()
     keys = jax.random.split(jax.random.key(7), 4)
     params_b = jax.jit(jax.vmap(_mlp_params))(keys)
     step = jax.jit(jax.vmap(_train_step(TX_GLOBAL), in_axes=(0, 0, None)))
@@ -520,7 +524,7 @@ def test_pruning_sharded_keeps_sharding_and_matches_unsharded_vmapped_runs(devic
     x, y = _batch()
     batch = jax.device_put((x, y), NamedSharding(mesh, P("data", None)))
     step = jax.jit(_train_step(TX_GLOBAL))
-    keys, _, p_ref, s_ref = _vmapped_global_run()
+    keys, _, p_ref, s_ref = _vmapped_global_run(devices8[0])  # on the sharded runs' platform
     for i in (0,):
         p = jax.device_put(_mlp_params(keys[i]), shardings)
         state = TX_GLOBAL.init(p)

@@ -93,6 +93,8 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from sparsejax._platform import target_platform
+
 __all__ = [
     "BACKENDS",
     "KERNELS",
@@ -281,8 +283,12 @@ class KernelConfig:
 
 
 def default_backend() -> str:
-    """``"pallas"`` on NVIDIA GPUs (Triton lowering), ``"reference"`` elsewhere (CPU, TPU)."""
-    return "pallas" if jax.default_backend() == "gpu" else "reference"
+    """``"pallas"`` on NVIDIA GPUs (Triton lowering), ``"reference"`` elsewhere (CPU, TPU).
+
+    The platform is that of ``jax.default_device`` where one is set, else the default
+    backend's (see ``sparsejax._platform.target_platform``).
+    """
+    return "pallas" if target_platform() == "gpu" else "reference"
 
 
 def smem_limit(device: Any = None) -> int:
@@ -600,7 +606,7 @@ def _dot(a: jax.Array, b: jax.Array, spec: str, cfg: KernelConfig) -> jax.Array:
     produce, so on CPU half-precision operands are upcast first (exact: a
     product of two bf16/f16 numbers is representable in float32).
     """
-    if jax.default_backend() == "cpu" and jnp.dtype(a.dtype).itemsize < 4:
+    if target_platform() == "cpu" and jnp.dtype(a.dtype).itemsize < 4:
         a, b = a.astype(jnp.float32), b.astype(jnp.float32)
     return jnp.einsum(spec, a, b, precision=cfg.precision, preferred_element_type=jnp.float32)
 

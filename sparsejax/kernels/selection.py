@@ -37,6 +37,7 @@ import jax.numpy as jnp
 from jax import lax
 from jax.experimental import pallas as pl
 
+from sparsejax._platform import target_platform
 from sparsejax.kernels.block_sparse import _triton_compiler_params
 
 __all__ = [
@@ -135,7 +136,7 @@ def _popcount(w: jax.Array) -> jax.Array:
 
 
 def _interpret(interpret: bool | None) -> bool:
-    return jax.default_backend() != "gpu" if interpret is None else interpret
+    return target_platform() != "gpu" if interpret is None else interpret
 
 
 def _check(x: jax.Array, pruned: jax.Array | None) -> None:
