@@ -480,20 +480,22 @@ def test_pruning_with_the_schedule_on_the_host_equals_lax_cond():
         TX_LAYER.update(params, state, params, prune_now=1)
 
 
-@functools.cache
 def _vmapped_global_run(device=None):
     """TX_GLOBAL for 6 steps, vmapped over 4 seeds (init and update), unsharded, on
-    ``device`` (default: the default device)."""
-    if device is not None:
-        with jax.default_device(device):
-            return _vmapped_global_run()
-    keys = jax.random.split(jax.random.key(7), 4)
-    params_b = jax.jit(jax.vmap(_mlp_params))(keys)
-    step = jax.jit(jax.vmap(_train_step(TX_GLOBAL), in_axes=(0, 0, None)))
-    p, s = params_b, jax.jit(jax.vmap(TX_GLOBAL.init))(params_b)
-    for _ in range(6):
-        p, s, _ = step(p, s, _batch())
-    return keys, params_b, jax.device_get(p), jax.device_get(s)
+    ``device`` (default: the first device); one run per device."""
+    return _vmapped_global_run_on(jax.devices()[0] if device is None else device)
+
+
+@functools.cache
+def _vmapped_global_run_on(device):
+    with jax.default_device(device):
+        keys = jax.random.split(jax.random.key(7), 4)
+        params_b = jax.jit(jax.vmap(_mlp_params))(keys)
+        step = jax.jit(jax.vmap(_train_step(TX_GLOBAL), in_axes=(0, 0, None)))
+        p, s = params_b, jax.jit(jax.vmap(TX_GLOBAL.init))(params_b)
+        for _ in range(6):
+            p, s, _ = step(p, s, _batch())
+        return keys, params_b, jax.device_get(p), jax.device_get(s)
 
 
 def test_pruning_vmapped_over_seeds():
