@@ -44,7 +44,7 @@ MODULES = (
     "sparsejax.lottery",
     "sparsejax.regularizers",
     "sparsejax.variational",
-    "sparsejax.structured",
+    "sparsejax.shrink",
     "sparsejax.dynamic",
     "sparsejax.block_sparse",
     "sparsejax.kernels",
@@ -53,7 +53,7 @@ MODULES = (
     "sparsejax.train",
     "sparsejax.checkpoint",
     "sparsejax.metrics",
-    "sparsejax.experiment",
+    "sparsejax.runner",
 )
 
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")

@@ -12,7 +12,7 @@ sets.
 Usage::
 
     python experiments/dense_baselines.py --data-dir ../shared/data/mnist \
-        --out experiments/results/dense_baselines
+        --out results/dense_baselines
     python experiments/dense_baselines.py --smoke true
 """
 
@@ -28,7 +28,8 @@ import optax
 from flax import nnx
 
 from sparsejax.data import load_dataset
-from sparsejax.experiment import (
+from sparsejax.models import create_model
+from sparsejax.runner import (
     config_to_dict,
     environment,
     markdown_table,
@@ -36,7 +37,6 @@ from sparsejax.experiment import (
     prepare_output_dir,
     write_json,
 )
-from sparsejax.models import create_model
 from sparsejax.train import (
     create_train_state,
     create_train_states,
@@ -66,7 +66,7 @@ class Config:
     seeds: int = 3
     eval_every: int = 500
     # vmap the seeds into one program (None: on accelerators only; on a CPU XLA's batched
-    # convolutions and matmuls are slower than a loop, see experiments/benchmarks/results)
+    # convolutions and matmuls are slower than a loop, see results/benchmarks)
     vmap_seeds: bool | None = None
     smoke: bool = False
     progress: bool = True

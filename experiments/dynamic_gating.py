@@ -35,7 +35,7 @@ The gate predictors start from their layers' initialisation (``--gate-init
 random``, the default) or at the static L1 filter ranking (``--gate-init
 filters``: :func:`sparsejax.dynamic.init_gates_from_filters`, so at step 0 the
 gated model is the statically pruned one). On MNIST-1D (2 seeds,
-``experiments/results/dynamic_gating/mnist1d_gate_init_filters``) the ranking
+``results/dynamic_gating/mnist1d_gate_init_filters``) the ranking
 start helped the hard-concrete models (shared model at d=0.25: 72.1% vs 60.2%;
 per-density models at 0.5 / 0.75: 91.25% / 92.60% vs 90.95% / 92.10%) and not
 the shared FBS model (62.5% / 85.9% vs 65.8% / 87.55% at 0.25 / 0.5); on
@@ -79,9 +79,9 @@ from flax import nnx
 
 import sparsejax as sj
 from sparsejax import dynamic
-from sparsejax._tree import named_leaves, path_str
 from sparsejax.data import load_dataset
-from sparsejax.experiment import (
+from sparsejax.models import MNIST1DCNN, LeNet5
+from sparsejax.runner import (
     aggregate,
     config_to_dict,
     environment,
@@ -90,8 +90,8 @@ from sparsejax.experiment import (
     prepare_output_dir,
     write_json,
 )
-from sparsejax.models import MNIST1DCNN, LeNet5
 from sparsejax.train import create_train_state, evaluate, train
+from sparsejax.tree import named_leaves, path_str
 
 GATES = ("fbs", "hard_concrete")
 GATE_INITS = ("filters", "random")

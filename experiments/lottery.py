@@ -31,9 +31,9 @@ weights remaining, ticket vs controls), and the orbax round checkpoints in
 
 Usage::
 
-    python experiments/lottery.py --task mnist1d --out experiments/results/lottery/mnist1d
+    python experiments/lottery.py --task mnist1d --out results/lottery/mnist1d
     python experiments/lottery.py --task lenet --data-dir ../shared/data/mnist \\
-        --out experiments/results/lottery/lenet_mnist10k
+        --out results/lottery/lenet_mnist10k
     python experiments/lottery.py --smoke true        # seconds: CI-sized
 """
 
@@ -53,7 +53,8 @@ from flax import nnx
 import sparsejax as sj
 from sparsejax import lottery
 from sparsejax.data import load_dataset, stratified_split
-from sparsejax.experiment import (
+from sparsejax.models import MNIST1DCNN, LeNet300100, mnist1d_mlp
+from sparsejax.runner import (
     config_to_dict,
     markdown_table,
     parse_config,
@@ -61,7 +62,6 @@ from sparsejax.experiment import (
     tradeoff_curve,
     write_json,
 )
-from sparsejax.models import MNIST1DCNN, LeNet300100, mnist1d_mlp
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,7 +129,7 @@ def make_task_fns(make_model, data, *, lr: float, batch_size: int, eval_every: i
     (params, captured, history)`` (Adam ``lr · plan.lr_scale`` under ``keep_sparse``, epochs
     reshuffled from ``data_key``, validation / test metrics every ``eval_every`` steps, the
     params at ``plan.capture_step`` captured for rewinding) and ``metrics(params)``.
-    Also used by ``experiments/benchmarks/lottery_seeds.py``.
+    Also used by ``benchmarks/lottery_seeds.py``.
     """
     x_tr, y_tr, x_va, y_va, x_te, y_te = data
     n_train = x_tr.shape[0]

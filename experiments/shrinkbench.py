@@ -57,7 +57,8 @@ from flax import nnx
 import sparsejax as sj
 from sparsejax import metrics, scores
 from sparsejax.data import load_dataset
-from sparsejax.experiment import (
+from sparsejax.models import LeNet300100
+from sparsejax.runner import (
     aggregate,
     config_to_dict,
     environment,
@@ -68,7 +69,6 @@ from sparsejax.experiment import (
     tradeoff_curve,
     write_json,
 )
-from sparsejax.models import LeNet300100
 from sparsejax.train import (
     TrainState,
     create_train_states,

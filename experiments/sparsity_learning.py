@@ -25,7 +25,7 @@ Two structured studies (off by default; ``--ssl true`` / ``--structured-vd true`
    ``conv2`` and ``fc1`` and on the input channels (``InputChannels``) of ``conv2``,
    λ sweep; a ``conv1`` filter is removed when its filter *or* the matching ``conv2``
    input channel is exactly zero. The model is then physically shrunk
-   (:func:`sparsejax.structured.shrink`, logits checked against the trained model) and
+   (:func:`sparsejax.shrink.shrink`, logits checked against the trained model) and
    the table gives filters / channels kept per layer, each layer's FLOPs relative to the
    dense LeNet-5 and the test error.
 5. **Structured sparse VD** (one log α per unit, ``VDLeNet300100(structured=True)`` /
@@ -34,9 +34,9 @@ Two structured studies (off by default; ``--ssl true`` / ``--structured-vd true`
 
 Usage::
 
-    python experiments/sparsity_learning.py --out experiments/results/sparsity_learning
+    python experiments/sparsity_learning.py --out results/sparsity_learning
     python experiments/sparsity_learning.py --vd false --group-lasso false --ssl true \
-        --structured-vd true --out experiments/results/sparsity_learning/structured
+        --structured-vd true --out results/sparsity_learning/structured
     python experiments/sparsity_learning.py --smoke true --out /tmp/sl
 """
 
@@ -54,9 +54,11 @@ import optax
 from flax import nnx
 
 from sparsejax import apply_mask, keep_sparse
-from sparsejax._tree import named_leaves
 from sparsejax.data import load_dataset
-from sparsejax.experiment import (
+from sparsejax.metrics import compression_ratio, flops, num_nonzero, num_params
+from sparsejax.models import create_model
+from sparsejax.regularizers import group_norms, group_stats, groups_to_mask, proximal_group_lasso
+from sparsejax.runner import (
     config_to_dict,
     markdown_table,
     parse_config,
@@ -64,12 +66,10 @@ from sparsejax.experiment import (
     tradeoff_curve,
     write_json,
 )
-from sparsejax.metrics import compression_ratio, flops, num_nonzero, num_params
-from sparsejax.models import create_model
-from sparsejax.regularizers import group_norms, group_stats, groups_to_mask, proximal_group_lasso
-from sparsejax.structured import shrink
+from sparsejax.shrink import shrink
 from sparsejax.structures import InputChannels, Neurons
 from sparsejax.train import create_train_state, evaluate, train
+from sparsejax.tree import named_leaves
 from sparsejax.variational import (
     VDLeNet5,
     VDLeNet300100,

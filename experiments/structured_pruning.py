@@ -47,7 +47,7 @@ Usage::
     python experiments/structured_pruning.py --dataset mnist10k --data-dir ../shared/data/mnist  # GPU
     python experiments/structured_pruning.py --smoke true                  # < 60 s: CI-sized
 
-Results go to ``experiments/results/structured_pruning/<dataset>/`` unless ``--out`` is given.
+Results go to ``results/structured_pruning/<dataset>/`` unless ``--out`` is given.
 """
 
 from __future__ import annotations
@@ -66,9 +66,9 @@ from flax import nnx
 
 import sparsejax as sj
 from sparsejax import criteria, metrics, scores
-from sparsejax._tree import named_leaves
 from sparsejax.data import load_dataset
-from sparsejax.experiment import (
+from sparsejax.models import MNIST1DCNN, LeNet5
+from sparsejax.runner import (
     aggregate,
     config_to_dict,
     environment,
@@ -78,7 +78,6 @@ from sparsejax.experiment import (
     tradeoff_curve,
     write_json,
 )
-from sparsejax.models import MNIST1DCNN, LeNet5
 from sparsejax.sensitivity import (
     allocate_budget,
     layer_sensitivity,
@@ -86,6 +85,7 @@ from sparsejax.sensitivity import (
     plot_sensitivity_heatmap,
 )
 from sparsejax.train import TrainState, create_train_states, evaluate, train_many_seeds
+from sparsejax.tree import named_leaves
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ValueError(f"dataset must be one of {list(MODELS)}, got {cfg.dataset!r}")
     out_dir = cfg.out or str(
         ROOT / "runs" / "structured_pruning_smoke" if cfg.smoke
-        else ROOT / "experiments" / "results" / "structured_pruning" / cfg.dataset
+        else ROOT / "results" / "structured_pruning" / cfg.dataset
     )
     t_start = time.perf_counter()
     out = prepare_output_dir(out_dir, config_to_dict(cfg))

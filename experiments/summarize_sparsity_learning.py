@@ -1,7 +1,7 @@
 """Summarise several seeds of ``experiments/sparsity_learning.py`` against the issue's targets.
 
 Reads every ``<run>/results.json`` under a directory (one run per seed, as
-``experiments/results/sparsity_learning/gpu_seeds/`` holds them) and writes
+``results/sparsity_learning/gpu_seeds/`` holds them) and writes
 ``summary.md`` there: per seed and mean ± std over seeds,
 
 * sparse VD: test-error increase over the dense model of the same seed (pp)
@@ -15,7 +15,7 @@ Reads every ``<run>/results.json`` under a directory (one run per seed, as
 
 Usage::
 
-    python experiments/summarize_sparsity_learning.py experiments/results/sparsity_learning/gpu_seeds
+    python experiments/summarize_sparsity_learning.py results/sparsity_learning/gpu_seeds
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import argparse
 import json
 import pathlib
 
-from sparsejax.experiment.output import aggregate, markdown_table
+from sparsejax.runner.output import aggregate, markdown_table
 
 VD_TARGET = {"lenet300100": 30.0, "lenet5": 50.0}
 

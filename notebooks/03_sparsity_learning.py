@@ -20,7 +20,7 @@
 #   `λ · Σ_g √|g| · ‖w_g‖₂` over groups of weights, here the incoming weights and bias of
 #   every hidden neuron. Its proximal step, `sparsejax.regularizers.proximal_group_lasso`
 #   placed after Adam in an optax chain, sets whole groups to exactly zero, so the removed
-#   neurons can be cut out of the model (`sparsejax.structured.shrink`).
+#   neurons can be cut out of the model (`sparsejax.shrink.shrink`).
 # * **Sparse variational dropout** (Molchanov, Ashukha & Vetrov 2017) learns a dropout
 #   rate α for every weight; weights with `log α ≥ 3` are removed.
 #   `sparsejax.variational` has the layers, the KL term and the conversion into a plain
@@ -68,7 +68,7 @@ from sparsejax.data import load_dataset
 from sparsejax.metrics import compression_ratio
 from sparsejax.models import LeNet300100
 from sparsejax.regularizers import group_norms, group_stats, groups_to_mask, proximal_group_lasso
-from sparsejax.structured import shrink
+from sparsejax.shrink import shrink
 from sparsejax.train import create_train_state, evaluate, train
 from sparsejax.variational import VDLeNet300100, kl_warmup, make_vd_train_step, to_plain
 

@@ -24,7 +24,7 @@
 #    it (the *oracle* of Molchanov et al. 2017), and compares the rankings;
 # 2. prunes half of the neurons of every hidden layer with `sparsejax.prune(...,
 #    structure=sparsejax.Neurons())`, **shrinks** the model into a smaller LeNet-300-100
-#    with `sparsejax.structured.shrink`, checks that it computes exactly what the masked
+#    with `sparsejax.shrink.shrink`, checks that it computes exactly what the masked
 #    model computes, counts its parameters and FLOPs and fine-tunes it;
 # 3. measures how sensitive each layer is to pruning (Li et al. 2017, §4.2; Han et al.
 #    2015, Fig. 6) and allocates a global FLOPs budget across the layers from these curves;
@@ -78,7 +78,7 @@ import sparsejax as sj
 from sparsejax import criteria, metrics, sensitivity
 from sparsejax.data import load_dataset, stratified_split
 from sparsejax.models import LeNet300100
-from sparsejax.structured import coupled_groups, group_mask, keep_sets, shrink
+from sparsejax.shrink import coupled_groups, group_mask, keep_sets, shrink
 
 print("jax", jax.__version__, "on", jax.devices()[0].platform)
 

@@ -84,7 +84,7 @@ import sparsejax as sj
 from sparsejax import dynamic
 from sparsejax.data import load_dataset
 from sparsejax.models import MNIST1DCNN
-from sparsejax.structured import coupled_groups, group_mask, keep_sets
+from sparsejax.shrink import coupled_groups, group_mask, keep_sets
 from sparsejax.train import create_train_state, evaluate, train
 
 print("jax", jax.__version__, "on", jax.devices()[0].platform)
@@ -334,7 +334,7 @@ print_densities("L0 ", l0_results)
 # The honest baseline: prune the same number `k` of filters of every convolution **for all
 # inputs** by their L1 norm (Li, Kadav, Durdanovic, Samet & Graf, ICLR 2017), then
 # fine-tune for the same number of steps as each gated model. `sj.prune(...,
-# structure=sj.Neurons())` picks the filters; `sparsejax.structured.coupled_groups`,
+# structure=sj.Neurons())` picks the filters; `sparsejax.shrink.coupled_groups`,
 # `keep_sets` and `group_mask` extend the mask to each filter's bias and the next layer's
 # input rows; `sj.keep_sparse` keeps them at zero. The pruned network has no predictor, so
 # its MACs at the same `k` are slightly lower.
@@ -386,7 +386,7 @@ ax.legend(fontsize=8)
 plt.show()
 
 # %% [markdown]
-# **What our committed full-size results show** (`experiments/results/dynamic_gating/`,
+# **What our committed full-size results show** (`results/dynamic_gating/`,
 # same protocol; MNIST-1D: 3,000 fine-tuning steps, 2 seeds; LeNet-5 on 10k MNIST images:
 # 500 steps, 1 seed): gating does **not** dominate static pruning.
 #
@@ -423,7 +423,7 @@ plt.show()
 # call). At this tiny size (31,750 MACs) a call is dominated by dispatch, gather and
 # predictor overheads, not arithmetic, so expect the gated paths to be *slower* than the
 # dense model here: fewer MACs do not mean less time. The width sweep of
-# `experiments/benchmarks/gating_latency.py` shows where gathering starts to pay at batch
+# `benchmarks/gating_latency.py` shows where gathering starts to pay at batch
 # 1: LeNet-5 at density 0.25 is 1.09x dense on our 2-core CPU, and a 512-channel MNIST-1D
 # CNN 1.24x (CPU) and 1.30x (H100); at the reference 25 channels it is 0.33x.
 

@@ -26,9 +26,9 @@ parameter sensitivity, budget allocation).
 
 Built on the core (import them explicitly; they use Flax or more):
 :mod:`sparsejax.models` (NNX zoo), :mod:`sparsejax.data`, :mod:`sparsejax.train`,
-:mod:`sparsejax.checkpoint`, :mod:`sparsejax.metrics`, :mod:`sparsejax.experiment`,
+:mod:`sparsejax.checkpoint`, :mod:`sparsejax.metrics`, :mod:`sparsejax.runner`,
 :mod:`sparsejax.lottery` (IMP, rewinding), :mod:`sparsejax.regularizers` (group
-lasso), :mod:`sparsejax.variational` (sparse VD), :mod:`sparsejax.structured`
+lasso), :mod:`sparsejax.variational` (sparse VD), :mod:`sparsejax.shrink`
 (coupled groups, physical shrinking), :mod:`sparsejax.dynamic` (input-dependent gating) and
 :mod:`sparsejax.kernels` (the block-sparse kernels, ``BlockSparseLinear``).
 

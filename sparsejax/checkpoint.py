@@ -90,7 +90,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-from sparsejax._tree import PyTree, named_leaves
+from sparsejax.tree import PyTree, named_leaves
 
 __all__ = [
     "CorruptCheckpointError",

@@ -48,7 +48,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax._tree import (
+from sparsejax.scores import neuron_scores
+from sparsejax.scores import random as _random_scores
+from sparsejax.structures import Neurons
+from sparsejax.tree import (
     Prunable,
     PyTree,
     check_same_structure,
@@ -56,9 +59,6 @@ from sparsejax._tree import (
     path_str,
     prunable_tree,
 )
-from sparsejax.scores import neuron_scores
-from sparsejax.scores import random as _random_scores
-from sparsejax.structures import Neurons
 
 __all__ = [
     "bn_conv_pairs",

@@ -99,10 +99,10 @@ from flax import nnx
 from jax.nn.initializers import Initializer
 from jax.typing import DTypeLike
 
-from sparsejax._tree import named_leaves
 from sparsejax.models import _shapes
 from sparsejax.structures import Neurons
 from sparsejax.train import Batch, StepFn, TrainState
+from sparsejax.tree import named_leaves
 
 __all__ = [
     "BETA",

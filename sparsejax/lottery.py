@@ -111,9 +111,9 @@ import numpy as np
 
 from sparsejax import checkpoint as _checkpoint
 from sparsejax import scores as _scores
-from sparsejax._tree import Prunable, PyTree, check_same_structure, named_leaves, prunable_tree
 from sparsejax.masks import apply_mask, init_mask
 from sparsejax.select import prune
+from sparsejax.tree import Prunable, PyTree, check_same_structure, named_leaves, prunable_tree
 
 __all__ = [
     "CONTROLS",

@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax._tree import (
+from sparsejax.tree import (
     Prunable,
     PyTree,
     check_broadcastable,

@@ -57,8 +57,8 @@ except ImportError:  # jax 0.7: the same walk over an equation's parameters
                 elif isinstance(item, Jaxpr):
                     yield item
 
-from sparsejax._tree import Prunable, PyTree, named_leaves, prunable_tree
 from sparsejax.masks import summary
+from sparsejax.tree import Prunable, PyTree, named_leaves, prunable_tree
 
 __all__ = [
     "NO_PARAMETER",
@@ -174,7 +174,7 @@ class FlopsRow:
     """FLOPs (multiply-accumulates) attributed to one parameter leaf.
 
     Attributes:
-      path: the parameter's path string (``sparsejax._tree.path_str``), or
+      path: the parameter's path string (``sparsejax.tree.path_str``), or
         :data:`NO_PARAMETER`.
       flops: dense MACs of every ``dot_general`` / ``conv_general_dilated`` whose weight
         operand is this parameter, for the traced inputs (all examples of the batch).

@@ -45,7 +45,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from sparsejax._tree import PyTree, path_str
+from sparsejax.tree import PyTree, path_str
 
 __all__ = ["STRATEGIES", "make_mesh", "shard_batch", "shard_state", "state_shardings"]
 

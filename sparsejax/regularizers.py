@@ -54,8 +54,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sparsejax._tree import Prunable, PyTree, named_leaves, prunable_tree
 from sparsejax.structures import NM, Neurons, Structure
+from sparsejax.tree import Prunable, PyTree, named_leaves, prunable_tree
 
 __all__ = [
     "GroupStats",

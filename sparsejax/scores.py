@@ -17,7 +17,7 @@ Conventions shared by every function:
   Fisher takes ``per_example_loss_fn(params, example) -> scalar``, where an
   *example* is ``batch`` with its leading axis removed.
 * Errors name the offending leaf by its path string (``"layers/0/kernel"``),
-  see :func:`sparsejax._tree.path_str`.
+  see :func:`sparsejax.tree.path_str`.
 
 The score functions never inspect values (that would break ``jit``), so a NaN
 or inf in the inputs flows into the scores. It must not silently decide what
@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.flatten_util import ravel_pytree
 
-from sparsejax._tree import (
+from sparsejax.tree import (
     Prunable,
     PyTree,
     check_same_structure,
@@ -826,7 +826,7 @@ def neuron_scores(
       params: the parameter pytree (only paths and shapes are read).
       scores_by_path: ``{path_str: scores}`` with ``scores`` of shape
         ``(out,)`` or ``(1, …, 1, out)``, ``out = kernel.shape[-1]``.
-      prunable: optional :data:`~sparsejax._tree.Prunable` spec; when given,
+      prunable: optional :data:`~sparsejax.tree.Prunable` spec; when given,
         every prunable leaf must have scores and every named path must be
         prunable (so no prunable kernel is silently scored 0).
 

@@ -97,15 +97,15 @@ import numpy as np
 from jax import lax
 
 from sparsejax._platform import target_device_count, target_platform
-from sparsejax._tree import (
+from sparsejax.masks import validate_mask
+from sparsejax.structures import NM, REDUCTIONS, Structure, Unstructured
+from sparsejax.tree import (
     Prunable,
     PyTree,
     check_same_structure,
     named_leaves,
     prunable_tree,
 )
-from sparsejax.masks import validate_mask
-from sparsejax.structures import NM, REDUCTIONS, Structure, Unstructured
 
 __all__ = [
     "DISTRIBUTIONS",
@@ -185,7 +185,7 @@ def default_bits_per_pass() -> int:
     lowers the single count to a plain reduction that materializes its
     predicate and runs about 3x slower; ``b = 4`` halves the reads again at
     five times the compares per entry.) Only speed depends on it;
-    ``experiments/benchmarks/global_selection.py --bits-per-pass 1 2 4``
+    ``benchmarks/global_selection.py --bits-per-pass 1 2 4``
     measures the alternatives on a device.
     """
     return 2

@@ -39,13 +39,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax._tree import Prunable, PyTree, check_same_structure, named_leaves, prunable_tree
 from sparsejax.criteria import spearman
 from sparsejax.masks import apply_mask, validate_mask
 from sparsejax.metrics import flops as _flops
 from sparsejax.scores import magnitude
 from sparsejax.select import prune
 from sparsejax.structures import Structure, Unstructured
+from sparsejax.tree import Prunable, PyTree, check_same_structure, named_leaves, prunable_tree
 
 __all__ = [
     "LayerSensitivity",
@@ -204,7 +204,7 @@ def layer_sensitivity(
     Structured grids mask only the analysed leaf: with ``Neurons()`` a pruned
     unit's kernel column is zero but its bias (and a following BatchNorm's
     shift) still reach the next layer, so the curve measures "kernel zeroed",
-    not "unit removed" as :func:`sparsejax.structured.shrink` removes it. For
+    not "unit removed" as :func:`sparsejax.shrink.shrink` removes it. For
     the latter, zero the coupled slices inside ``eval_fn`` (e.g. the bias of
     every unit whose kernel column is all zero, as
     ``notebooks/04_structured_pruning.py`` does).

@@ -52,7 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sparsejax._tree import Prunable, PyTree, path_str, prunable_tree
+from sparsejax.tree import Prunable, PyTree, path_str, prunable_tree
 
 __all__ = [
     "NM",
@@ -355,7 +355,7 @@ def reduce_scores(
       reduction: ``"l1"`` (Σ|s|, Li et al. 2017), ``"l2"`` (√Σs²), ``"mean"``
         or ``"sum"`` (Σs; group Taylor of Molchanov et al. 2019 when ``s`` is a
         per-weight Taylor score). Ignored by ``Unstructured`` and ``NM``.
-      prunable: which leaves are reduced (see :data:`sparsejax._tree.Prunable`);
+      prunable: which leaves are reduced (see :data:`sparsejax.tree.Prunable`);
         the others are returned unchanged.
 
     Returns:

@@ -29,7 +29,7 @@ states along a leading seed axis (models are built inside ``jax.vmap``) and
 :func:`train_many_seeds` runs them with one ``jax.vmap``-ed step on the same
 batches (or on per-seed batch orders). On one H100, 8 vmapped LeNet-300-100
 seeds train 6.7-8.3x faster than 8 sequential runs; on a 2-core CPU they are
-no faster (``experiments/benchmarks/vmap_seeds.py``).
+no faster (``benchmarks/vmap_seeds.py``).
 
 References:
   Flax NNX functional API (``nnx.split`` / ``nnx.merge``),
@@ -182,7 +182,7 @@ def create_train_state(
         state too). Same paths (without ``.value``), same training; a jitted
         step no longer rebuilds a Python ``Variable`` object per parameter on
         every call, which is most of the host time of a small model's step
-        (``experiments/benchmarks/pruning_overhead.py``). Build masks from
+        (``benchmarks/pruning_overhead.py``). Build masks from
         ``state.params`` so that they mirror it.
 
     Returns:
@@ -464,7 +464,7 @@ def make_train_loop(
     device loop, a non-update step took 1.11x the dense step for ResNet-20 at
     batch 128 (H200) and 1.62x for a 318k-parameter MLP (H100), against 1.00x
     and 1.10x for the same step without the conditional (``keep_sparse``;
-    ``experiments/benchmarks/pruning_overhead.py``).
+    ``benchmarks/pruning_overhead.py``).
 
     One compilation per distinct placement of updates in the window (windows of
     ``n`` steps aligned with a periodic schedule share one), plus one per batch

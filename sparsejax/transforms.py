@@ -41,10 +41,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from sparsejax._tree import Prunable, PyTree, check_same_structure, named_leaves, prunable_tree
 from sparsejax.masks import validate_mask
 from sparsejax.select import prune
 from sparsejax.structures import Structure, Unstructured
+from sparsejax.tree import Prunable, PyTree, check_same_structure, named_leaves, prunable_tree
 
 __all__ = [
     "KeepSparseState",

@@ -56,9 +56,9 @@ import optax
 from flax import nnx
 from jax.nn.initializers import Initializer
 
-from sparsejax._tree import check_same_structure, path_str
 from sparsejax.models import _shapes
 from sparsejax.train import StepFn, make_train_step
+from sparsejax.tree import check_same_structure, path_str
 
 __all__ = [
     "K1",

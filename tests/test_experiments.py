@@ -10,13 +10,15 @@ import jax
 import numpy as np
 import pytest
 
-from sparsejax.experiment import aggregate, environment, markdown_table, parse_config, write_report
+from sparsejax.runner import aggregate, environment, markdown_table, parse_config, write_report
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _script(name):
-    spec = importlib.util.spec_from_file_location(f"experiments_{name}", ROOT / "experiments" / f"{name}.py")
+    path = ROOT / f"{name}.py" if name.startswith("benchmarks/") else ROOT / "experiments" / f"{name}.py"
+    name = name.replace("/", "_")
+    spec = importlib.util.spec_from_file_location(f"experiments_{name}", path)
     module = importlib.util.module_from_spec(spec)
     sys.modules[f"experiments_{name}"] = module  # dataclasses resolve annotations through it
     spec.loader.exec_module(module)
@@ -138,14 +140,14 @@ def test_shrinkbench_full_digits_reproduces_committed_shape(tmp_path):
 
 
 def test_shrink_benchmark_traffic_bound_closed_form():
-    # experiments/benchmarks/shrink_speedup.py: activation bytes of a conv-by-conv ResNet-56
+    # benchmarks/shrink_speedup.py: activation bytes of a conv-by-conv ResNet-56
     # forward, summed by hand per block (stem 32·32·(3+16); 5 tensors per block, stride-2
     # blocks read their input at full resolution and the shortcut strided).
     from flax import nnx
 
     import sparsejax as sj
     from sparsejax.models import CifarResNet
-    from sparsejax.structured import shrink
+    from sparsejax.shrink import shrink
 
     bench = _script("benchmarks/shrink_speedup")
     dense = CifarResNet(56, (32, 32, 3), 10, rngs=nnx.Rngs(0))
@@ -159,7 +161,7 @@ def test_shrink_benchmark_traffic_bound_closed_form():
 
 
 def test_gating_latency_benchmark_smoke_and_cost_model(tmp_path):
-    # experiments/benchmarks/gating_latency.py at CI size: MNIST-1D CNN of 8 channels, density
+    # benchmarks/gating_latency.py at CI size: MNIST-1D CNN of 8 channels, density
     # 0.5 -> k = floor(0.5·8 + ½) = 4 per layer. MACs per example by hand (lengths 19/10/5):
     # dense 19·5·8 + 10·3·8·8 + 5·3·8·8 + 5·8·10 = 4,040; gathered 19·5·4 + 10·3·4·4 +
     # 5·3·4·4 + 5·4·10 = 1,300 plus predictors 1·8 + 4·8 + 4·8 = 72; masked 4,040 + 8 + 64 + 64.
@@ -181,7 +183,7 @@ def test_gating_latency_benchmark_smoke_and_cost_model(tmp_path):
 def test_jit_flat_state_calls_fn_on_the_rebuilt_state():
     import jax.numpy as jnp
 
-    from sparsejax.experiment import jit_flat_state
+    from sparsejax.runner import jit_flat_state
 
     state = {"w": jnp.arange(6.0).reshape(2, 3), "b": {"c": jnp.asarray([1.0, 2.0, 3.0])}}
     traces = []

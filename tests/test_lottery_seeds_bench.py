@@ -1,4 +1,4 @@
-"""Smoke test of experiments/benchmarks/lottery_seeds.py: vmapped IMP == sequential IMP per seed."""
+"""Smoke test of benchmarks/lottery_seeds.py: vmapped IMP == sequential IMP per seed."""
 
 import importlib.util
 import pathlib
@@ -14,7 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def _module():
     name = "experiments_benchmarks_lottery_seeds"
     spec = importlib.util.spec_from_file_location(
-        name, ROOT / "experiments" / "benchmarks" / "lottery_seeds.py")
+        name, ROOT / "benchmarks" / "lottery_seeds.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)

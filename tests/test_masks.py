@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import sparsejax as sj
-from sparsejax._tree import path_str, prunable_tree
+from sparsejax.tree import path_str, prunable_tree
 
 
 def _params():

@@ -19,7 +19,6 @@ import pytest
 from flax import nnx
 
 import sparsejax
-from sparsejax._tree import path_str
 from sparsejax.models import (
     MLP,
     MNIST1DCNN,
@@ -41,6 +40,7 @@ from sparsejax.models import (
     mnist1d_mlp,
     patchify,
 )
+from sparsejax.tree import path_str
 
 BATCH = 2
 

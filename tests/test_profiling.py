@@ -1,4 +1,4 @@
-"""Tests of sparsejax.experiment.profiling (kernel times from a jax.profiler trace)."""
+"""Tests of sparsejax.runner.profiling (kernel times from a jax.profiler trace)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from sparsejax.experiment.profiling import KernelTimes, kernel_times
+from sparsejax.runner.profiling import KernelTimes, kernel_times
 
 
 def test_kernel_times_sums_events_by_name():

@@ -1,4 +1,4 @@
-"""Coupled groups, keep sets and physical shrinking (sparsejax.structured)."""
+"""Coupled groups, keep sets and physical shrinking (sparsejax.shrink)."""
 
 import math
 import re
@@ -13,8 +13,7 @@ from flax import nnx
 
 import sparsejax as sj
 from sparsejax import models as M
-from sparsejax._tree import path_str
-from sparsejax.structured import (
+from sparsejax.shrink import (
     Group,
     Member,
     block_mask,
@@ -26,6 +25,7 @@ from sparsejax.structured import (
     shrink,
 )
 from sparsejax.train import create_train_state, make_train_step
+from sparsejax.tree import path_str
 
 ATOL = 1e-5
 

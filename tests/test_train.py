@@ -469,7 +469,7 @@ def test_host_schedule_step_equals_the_lax_cond_step(data):
 
 def test_plain_arrays_state_trains_exactly_like_the_variable_state(data):
     """plain_arrays=True: no nnx.Variable in the state, same paths and numbers, eval works."""
-    from sparsejax._tree import named_leaves
+    from sparsejax.tree import named_leaves
 
     x, y = data[0][:8], data[1][:8]
     a = net_state()

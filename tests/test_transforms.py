@@ -23,7 +23,6 @@ from jax.sharding import PartitionSpec as P
 
 import sparsejax.masks as sjm
 from sparsejax import schedules, scores
-from sparsejax._tree import named_leaves
 from sparsejax.structures import Neurons
 from sparsejax.transforms import (
     KeepSparseState,
@@ -35,6 +34,7 @@ from sparsejax.transforms import (
     keep_sparse,
     pruning,
 )
+from sparsejax.tree import named_leaves
 
 OPTIMIZERS = {
     "sgd_momentum": lambda: optax.sgd(0.05, momentum=0.9),

@@ -1,31 +1,12 @@
-"""Experiment runner utilities: configs + CLI, output directories, tables, plots, kernel profiles,
-jitted calls on flat states."""
+"""Deprecated alias of :mod:`sparsejax.runner` (the experiment runner's new name)."""
 
-from sparsejax.experiment.calls import jit_flat_state
-from sparsejax.experiment.config import config_to_dict, parse_config
-from sparsejax.experiment.output import (
-    aggregate,
-    environment,
-    markdown_table,
-    prepare_output_dir,
-    write_json,
-    write_report,
+import warnings
+
+from sparsejax.runner import *  # noqa: F403
+from sparsejax.runner import __all__  # noqa: F401
+
+warnings.warn(
+    "sparsejax.experiment is now sparsejax.runner; the old name will be removed",
+    DeprecationWarning,
+    stacklevel=2,
 )
-from sparsejax.experiment.plots import layer_sparsity_bars, tradeoff_curve
-from sparsejax.experiment.profiling import KernelTimes, kernel_times
-
-__all__ = [
-    "KernelTimes",
-    "aggregate",
-    "config_to_dict",
-    "environment",
-    "jit_flat_state",
-    "kernel_times",
-    "layer_sparsity_bars",
-    "markdown_table",
-    "parse_config",
-    "prepare_output_dir",
-    "tradeoff_curve",
-    "write_json",
-    "write_report",
-]

@@ -357,13 +357,13 @@ def choose_launch(
     a deeper pipeline of smaller chunks hides more latency than a shallow one
     of whole blocks: on an H200, bf16, 128 x 128 blocks, ``128:64:4:4`` ran
     1.5x faster than ``128:128:4:3`` at 75% block sparsity, see
-    ``experiments/benchmarks/results/block_sparse_matmul_gpu.md``). With at most
+    ``results/benchmarks/block_sparse_matmul_gpu.md``). With at most
     :data:`SHORT_LOOP_BLOCKS` kept blocks per program on average
     (``blocks_per_program``; ``fwd``/``dx`` only), ``num_stages`` 2 with chunks of at
     most 64 rows comes first: on
     an H100, 4096² at 90% block sparsity (3.2 blocks per column, bf16),
     ``128:64:4:2`` ran in 37–45 µs vs 41–49 µs for ``128:64:4:4`` in three runs,
-    while at 75% (8 blocks) the two tied (``experiments/benchmarks/results/``
+    while at 75% (8 blocks) the two tied (``results/benchmarks/``
     ``block_sparse_sweep_4096_gpu-h100-stages.md``, ``block_sparse_sweep2_…``,
     ``block_sparse_auto_4096_gpu-h100.md``).
     ``num_warps``: 8 for output tiles of ≥ 32768 elements (e.g. 256 × 128), else 4.

@@ -1,6 +1,6 @@
 """Fully connected classifiers: a generic MLP, LeNet-300-100 and the MNIST-1D MLP.
 
-Parameter paths (as :func:`sparsejax._tree.path_str` names them) are
+Parameter paths (as :func:`sparsejax.tree.path_str` names them) are
 ``layers/{i}/kernel`` with shape ``(in, out)`` and ``layers/{i}/bias`` with
 shape ``(out,)``; the last layer produces the logits.
 """
