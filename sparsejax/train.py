@@ -49,6 +49,7 @@ Example:
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import os
 import zlib
@@ -82,7 +83,7 @@ __all__ = [
 
 Batch: TypeAlias = tuple[Any, Any]
 LossFn: TypeAlias = Callable[[jax.Array, jax.Array], jax.Array]
-Forward: TypeAlias = Callable[[nnx.Module, jax.Array], jax.Array]
+Forward: TypeAlias = Callable[..., Any]
 MetricsFn: TypeAlias = Callable[[jax.Array, jax.Array], Mapping[str, jax.Array]]
 Penalty: TypeAlias = Callable[[nnx.Module, jax.Array], tuple[jax.Array, Mapping[str, jax.Array]]]
 StepFn: TypeAlias = Callable[["TrainState", Batch], tuple["TrainState", dict[str, jax.Array]]]
@@ -271,8 +272,33 @@ def create_train_states(
 # --------------------------------------------------------------------------- steps
 
 
-def _call(model: nnx.Module, inputs: jax.Array) -> jax.Array:
+def _call(model: nnx.Module, inputs: jax.Array, key: jax.Array | None = None) -> jax.Array:
     return model(inputs)
+
+
+def _takes_key(forward: Forward) -> bool:
+    """Whether ``forward`` takes ``(model, inputs, key)`` (else ``(model, inputs)``)."""
+    try:
+        params = inspect.signature(forward).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: the two-argument form
+        return False
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    return len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
+
+
+def _run_forward(
+    forward: Forward, model: nnx.Module, inputs: jax.Array, key: jax.Array
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """``(logits, extra_losses)`` from a forward returning ``logits`` or ``(logits, losses)``."""
+    out = forward(model, inputs, key) if _takes_key(forward) else forward(model, inputs)
+    if isinstance(out, tuple):
+        if len(out) != 2 or not isinstance(out[1], Mapping):
+            raise TypeError(
+                "forward must return logits or (logits, {name: scalar loss term}), got a tuple "
+                f"of {len(out)} items"
+            )
+        return out[0], dict(out[1])
+    return out, {}
 
 
 def _classification(logits: jax.Array, labels: jax.Array) -> dict[str, jax.Array]:
@@ -325,7 +351,11 @@ def make_train_step(
     Args:
       loss_fn: ``(logits[B, C], labels[B]) -> losses[B]`` per-example loss
         (default: softmax cross-entropy with integer labels).
-      forward: ``(model, inputs) -> logits``; default ``model(inputs)``.
+      forward: ``(model, inputs, key) -> logits`` (or ``(model, inputs)``); default
+        ``model(inputs)``. ``key`` is a typed PRNG key of the step, independent of
+        the keys that reseed the model's RNG streams, for stochastic forwards (sampled
+        widths, gate noise). It may return ``(logits, {name: scalar})``: each extra
+        term is added to the objective and logged under its name.
       metrics_fn: ``(logits, labels) -> {name: scalar}`` logged besides
         ``"loss"``; default ``{"accuracy": ...}``.
       penalty: optional ``(model, step) -> (value, {name: scalar})`` added to
@@ -358,6 +388,8 @@ def make_train_step(
     ) -> tuple[TrainState, dict[str, jax.Array]]:
         inputs, labels = batch
         step_key = jax.random.fold_in(state.key, state.step)
+        # A key of its own for the forward: streams are reseeded from step_key itself.
+        forward_key = jax.random.fold_in(step_key, np.uint32(zlib.crc32(b"forward")))
         plain = not (_holds_variables(state.params) or _holds_variables(state.rest))
 
         def objective(params):
@@ -366,12 +398,15 @@ def make_train_step(
             model = nnx.merge(state.graphdef, params, state.rest, copy=True)
             model.train()
             _reseed(model, step_key)
-            logits = forward(model, inputs)
+            logits, terms = _run_forward(forward, model, inputs, forward_key)
             loss = jnp.mean(_per_example_loss(loss_fn, logits, labels))
             extra = {}
+            if terms:
+                extra = {"data_loss": loss, **terms}
+                loss = loss + sum(terms.values())
             if penalty is not None:
-                value, extra = penalty(model, state.step)
-                extra = {"data_loss": loss, **extra}
+                value, penalty_metrics = penalty(model, state.step)
+                extra = {"data_loss": extra.get("data_loss", loss), **extra, **penalty_metrics}
                 loss = loss + value
             _, _, rest = nnx.split(model, nnx.Param, ...)
             if plain:
@@ -573,7 +608,8 @@ def make_eval_step(
         inputs, labels = batch
         model = nnx.merge(state.graphdef, state.params, state.rest)
         model.eval()
-        logits = forward(model, inputs)
+        key = jax.random.fold_in(state.key, np.uint32(zlib.crc32(b"eval")))
+        logits, _ = _run_forward(forward, model, inputs, key)
         losses = _per_example_loss(loss_fn, logits, labels)
         return {
             "loss_sum": jnp.sum(jnp.where(where, losses, 0.0), dtype=jnp.float32),
