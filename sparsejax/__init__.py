@@ -1,36 +1,18 @@
 """sparsejax: pure-functional neural-network pruning and sparsity for JAX/Flax.
 
-The core works on any parameter pytree and imports only jax, optax and chex:
+The core is imported here; it works on any parameter pytree and needs only jax, optax
+and numpy: :mod:`~sparsejax.masks` (mask pytrees), :mod:`~sparsejax.scores` (importance
+scores and unit criteria), :mod:`~sparsejax.structures` (granularities),
+:mod:`~sparsejax.select` (:func:`prune`: scores to mask, layerwise or global),
+:mod:`~sparsejax.schedules` and :mod:`~sparsejax.transforms` (optax transforms:
+:func:`keep_sparse`, gradual :func:`pruning`).
 
-* :mod:`sparsejax.masks` — mask pytrees (bool leaves that broadcast to their
-  parameter: scalar, per-neuron ``(1, out)``, per-input ``(in, 1)`` or full).
-* :mod:`sparsejax.scores` — importance: magnitude, random, gradient, Taylor,
-  SNIP, movement, OBD (Hutchinson / exact / Fisher Hessian diagonal),
-  activation mean and APoZ.
-* :mod:`sparsejax.structures` — granularities: unstructured, neurons/filters,
-  input channels, whole layers, blocks, N:M.
-* :mod:`sparsejax.select` — :func:`prune`: scores → mask, layerwise or global
-  (sort-free radix selection), uniform / ERK / per-layer distributions.
-* :mod:`sparsejax.schedules` — one-shot, constant, periodic, polynomial
-  (Zhu & Gupta 2017), iterative (compound) sparsity schedules.
-* :mod:`sparsejax.transforms` — optax transforms: :func:`keep_sparse` and
-  gradual :func:`pruning` inside any optimizer, no extra call per step.
-
-Also jax-only, and exported here: :class:`BlockSparseMatrix` and
-:func:`block_sparse_matmul` (block-sparse weights, Pallas GPU kernels; Gray et
-al. 2017), :mod:`sparsejax.parallel` (data-parallel / FSDP placement of
-params, masks and optimizer state), :mod:`sparsejax.criteria` (structured
-criteria: filter norms, group Taylor, BatchNorm scale, the exact-loss-change
-oracle, Spearman correlation) and :mod:`sparsejax.sensitivity` (layer and
-parameter sensitivity, budget allocation).
-
-Built on the core (import them explicitly; they use Flax or more):
-:mod:`sparsejax.models` (NNX zoo), :mod:`sparsejax.data`, :mod:`sparsejax.train`,
-:mod:`sparsejax.checkpoint`, :mod:`sparsejax.metrics`, :mod:`sparsejax.runner`,
-:mod:`sparsejax.lottery` (IMP, rewinding), :mod:`sparsejax.regularizers` (group
-lasso), :mod:`sparsejax.variational` (sparse VD), :mod:`sparsejax.shrink`
-(coupled groups, physical shrinking), :mod:`sparsejax.dynamic` (input-dependent gating) and
-:mod:`sparsejax.kernels` (the block-sparse kernels, ``BlockSparseLinear``).
+Everything else loads on first use, so ``import sparsejax`` pulls in neither Flax nor
+Pallas: the jax-only tools (``sj.metrics``, ``sj.sensitivity``, ``sj.regularizers``,
+``sj.parallel``, ``sj.block_sparse`` with :class:`BlockSparseMatrix`), the Flax layer
+(``sj.models``, ``sj.data``, ``sj.checkpoint``), the techniques (``sj.lottery``,
+``sj.variational``, ``sj.dynamic``, ``sj.shrink``), ``sj.train`` and ``sj.runner``.
+``docs/architecture.md`` maps the layers.
 
 Example:
   >>> import jax.numpy as jnp, optax, sparsejax as sj
@@ -40,8 +22,10 @@ Example:
   [[0.0, 0.0], [0.0, 0.0], [5.0, 6.0], [7.0, 8.0]]
 """
 
-from sparsejax import criteria, parallel, schedules, scores, sensitivity, structures
-from sparsejax.block_sparse import BlockSparseMatrix, block_sparse_matmul
+import importlib
+from typing import Any
+
+from sparsejax import schedules, scores, structures, tree
 from sparsejax.masks import (
     LayerStats,
     apply_mask,
@@ -79,6 +63,30 @@ from sparsejax.transforms import (
 )
 
 __version__ = "0.1.0"
+
+# Submodules loaded on first attribute access (``sj.train``), and names they provide.
+_LAZY_MODULES = (
+    "block_sparse", "checkpoint", "criteria", "data", "dynamic", "lottery", "metrics",
+    "models", "parallel", "regularizers", "runner", "sensitivity", "shrink", "train",
+    "variational",
+)
+_LAZY_NAMES = {
+    "BlockSparseMatrix": "sparsejax.block_sparse",
+    "block_sparse_matmul": "sparsejax.block_sparse",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY_MODULES:
+        return importlib.import_module(f"sparsejax.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(_LAZY_NAMES[name]), name)
+    raise AttributeError(f"module 'sparsejax' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY_MODULES) | set(_LAZY_NAMES))
+
 
 __all__ = [
     "NM",

@@ -1,40 +1,28 @@
 """Training on several devices with JAX's own sharding: data parallel and FSDP.
 
-Nothing here is specific to pruning, which is the point: masks are pytrees of
-arrays like the params, so they are placed by the same rule and every
-sparsejax function runs on them unchanged (selection reduces per-leaf counts
-and never gathers the params; see :func:`sparsejax.prune`).
+Masks are pytrees of arrays like the params, so they are placed by the same rule
+and every sparsejax function runs on them unchanged (selection reduces per-leaf
+counts and never gathers the params; see :func:`sparsejax.prune`).
 
 * :func:`make_mesh` -- a 1-D :class:`jax.sharding.Mesh` over the devices.
-* :func:`state_shardings` / :func:`shard_state` -- place a pytree (a
-  :class:`sparsejax.train.TrainState`, params, masks, optimizer state):
+* :func:`state_shardings` / :func:`shard_state` -- place a pytree (a train state,
+  params, masks, optimizer state): ``"dp"`` replicates every leaf; ``"fsdp"``
+  (ZeRO-3 / FSDP) splits each leaf of at least ``min_size`` elements along its
+  largest axis divisible by the mesh size. A full-shape mask leaf, like the
+  optimizer's moments, gets its parameter's sharding.
+* :func:`shard_batch` -- split the batch axis over the mesh (multi-host: each
+  process passes its own rows).
 
-  - ``"dp"`` (data parallel): every leaf replicated;
-  - ``"fsdp"`` (fully sharded data parallel, Zhao et al. 2023 / ZeRO-3,
-    Rajbhandari et al. 2020): each leaf with at least ``min_size`` elements is
-    split along its largest axis divisible by the mesh size, the rest
-    replicated. A full-shape mask leaf has its parameter's shape, hence its
-    parameter's sharding; the optimizer's moments likewise.
-
-* :func:`shard_batch` -- split the batch axis over the mesh. With several
-  processes (multi-host), each process passes only its own rows and
-  :func:`jax.make_array_from_process_local_data` assembles the global batch.
-
-The jitted step of :func:`sparsejax.train.make_train_step` needs no change:
-``jit`` follows its inputs' shardings (GSPMD inserts the gradient all-reduce
-for ``"dp"``, and the all-gathers / reduce-scatters for ``"fsdp"``).
-
-Multi-host: call ``jax.distributed.initialize()`` first in every process
-(before any other JAX call), build the mesh over ``jax.devices()`` (all
-processes' devices), feed each process its own shard of the data through
-:func:`shard_batch`, and call :func:`sparsejax.checkpoint.save` from every
-process (orbax coordinates the write; each process writes its shards).
+The jitted train step needs no change: ``jit`` follows its inputs' shardings (GSPMD
+inserts the all-reduce for ``"dp"``, the all-gathers / reduce-scatters for
+``"fsdp"``). Multi-host: call ``jax.distributed.initialize()`` first in every
+process, build the mesh over ``jax.devices()``, and call
+:func:`sparsejax.checkpoint.save` from every process (orbax coordinates the write).
 
 References:
   Rajbhandari et al., "ZeRO: Memory Optimizations Toward Training Trillion
-  Parameter Models", SC 2020. Zhao et al., "PyTorch FSDP: Experiences on
-  Scaling Fully Sharded Data Parallel", VLDB 2023. Xu et al., "GSPMD: General
-  and Scalable Parallelization for ML Computation Graphs", 2021.
+  Parameter Models", SC 2020. Zhao et al., "PyTorch FSDP", VLDB 2023. Xu et al.,
+  "GSPMD: General and Scalable Parallelization for ML Computation Graphs", 2021.
 """
 
 from __future__ import annotations

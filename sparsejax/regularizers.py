@@ -1,45 +1,29 @@
 """Group lasso: structured sparsity learned during training (penalty and proximal step).
 
-A *group* is a set of parameter entries that is kept or removed together. The
-groups are those of :mod:`sparsejax.structures` on every prunable leaf (Flax
-layout: Dense kernel ``(in, out)``, Conv kernel ``(kh, kw, in, out)``):
-
-===========================  ===============================================  ==============
-structure                    one group                                        mask leaf
-===========================  ===============================================  ==============
-``Neurons()`` / ``Filters``  a unit's incoming weights ``kernel[..., j]``     ``(1, …, out)``
-                             (+ its ``bias[j]`` with ``include_bias=True``)
-``InputChannels()``          an input's outgoing weights ``kernel[..., i, :]``  ``(1, …, in, 1)``
-``Layers()``                 the whole leaf                                   ``()``
-``Blocks(r, c)``             a block of the last two axes                     block grid
-``Unstructured()``           one entry (the group lasso is then the L1)       full shape
-===========================  ===============================================  ==============
-
-With ``include_bias=True`` and ``Neurons``, the sibling ``…/bias`` leaf of a
-``…/kernel`` leaf (shape ``(out,)``) joins the groups of its units, so a removed
-unit outputs exactly ``activation(0)``; its mask leaf is then ``bool[out]``.
+A *group* is a set of entries kept or removed together: the groups of
+:mod:`sparsejax.structures` on every prunable leaf (``Neurons``: a unit's incoming
+weights ``kernel[..., j]``; ``InputChannels``: an input's outgoing weights;
+``Layers``: the leaf; ``Blocks``: a tile; ``Unstructured``: one entry, where the group
+lasso is the L1). With ``include_bias=True`` and ``Neurons``, the sibling ``…/bias``
+joins its units' groups, so a removed unit outputs exactly ``activation(0)``.
 
 The (sparse) group lasso penalty is
 
     Ω(w) = λ · Σ_g √|g| · ‖w_g‖₂ + λ₁ · Σ_i |w_i|
 
-(group weights √|g| as in Yuan & Lin 2006 and Scardapane et al. 2017; the L1
-term over the grouped entries makes it the *sparse group lasso* of Simon et
-al. 2013). It is not differentiable at ``w_g = 0``, so plain (sub)gradient
-descent only drives groups *near* zero. :func:`proximal_group_lasso` is the
-proximal operator of ``lr · Ω`` as an optax transform: placed **last** in the
-chain it turns the step into proximal gradient descent and produces exact
-zeros. :func:`groups_to_mask` then converts the zero groups into a structured
-mask of :mod:`sparsejax.masks`.
-
-Everything here is a pure function of its inputs and works under ``jax.jit``.
+(group weights √|g| as in Yuan & Lin 2006; the L1 term makes it the sparse group
+lasso of Simon et al. 2013). It is not differentiable at ``w_g = 0``, so plain
+(sub)gradient descent only drives groups *near* zero: :func:`proximal_group_lasso`,
+the proximal operator of ``lr · Ω`` as an optax transform placed **last** in the
+chain, makes the step proximal gradient descent with exact zeros, and
+:func:`groups_to_mask` turns the zero groups into a structured mask. Everything here
+is pure and works under ``jax.jit``.
 
 References:
   Yuan & Lin (2006), Model selection and estimation in regression with grouped
   variables. Simon, Friedman, Hastie & Tibshirani (2013), A sparse-group lasso.
-  Wen, Wu, Wang, Chen & Li (2016), Learning Structured Sparsity in Deep Neural
-  Networks (SSL), NeurIPS. Scardapane, Comminiello, Hussain & Uncini (2017),
-  Group sparse regularization for deep neural networks, Neurocomputing.
+  Wen et al. (2016), Learning Structured Sparsity in Deep Neural Networks, NeurIPS.
+  Scardapane et al. (2017), Group sparse regularization for deep neural networks.
 """
 
 from __future__ import annotations

@@ -1,43 +1,29 @@
 """Pruning granularities: which entries of a parameter are kept or pruned together.
 
 A *structure* partitions every prunable parameter into **groups** that share one
-keep/prune decision, and says which mask-leaf shape represents that decision
-(the broadcasting convention of :mod:`sparsejax.masks`). Flax layout: Dense
-kernel ``(in, out)``, Conv kernel ``(kh, kw, in, out)``; output units are the
-last axis, input channels axis ``-2``.
+keep/prune decision and gives the mask-leaf shape of that decision (the broadcasting
+convention of :mod:`sparsejax.masks`). Flax layout: Dense kernel ``(in, out)``, Conv
+kernel ``(kh, kw, in, out)``.
 
-===================  ===========================  ============================  =================
-structure            groups                       group-score shape             mask-leaf shape
-===================  ===========================  ============================  =================
+===================  ===========================  ============================  ==========
+structure            groups                       group-score shape             mask leaf
+===================  ===========================  ============================  ==========
 ``Unstructured()``   single entries               ``shape``                     ``shape``
 ``Neurons()``        output units (last axis)     ``(1, …, 1, out)``            same
 ``InputChannels()``  input channels (axis -2)     ``(1, …, in, 1)``             same
 ``Layers()``         the whole leaf               ``()``                        ``()``
 ``Blocks(r, c)``     ``r × c`` tiles, last 2 axes ``(…, in // r, out // c)``    ``shape``
-``NM(n, m)``         single entries, with at      ``shape``                     ``shape``
-                     most ``n`` of every ``m``
-                     consecutive entries along
-                     axis -2 kept
-===================  ===========================  ============================  =================
+``NM(n, m)``         entries, at most ``n`` of    ``shape``                     ``shape``
+                     every ``m`` along axis -2
+===================  ===========================  ============================  ==========
 
-The group-score shape equals the mask-leaf shape for every structure except
-``Blocks``, whose mask is stored at full resolution (a block decision is
-repeated over its ``r × c`` entries by :meth:`Structure.expand`).
-
-Group scores are reductions of per-entry scores (:func:`reduce_scores`):
-``"l1"`` (Σ|s|, the L1 filter norm of Li et al. 2017), ``"l2"`` (√Σs²),
-``"mean"`` and ``"sum"`` (Σs: group Taylor importance of Molchanov et al. 2019
-when ``s`` are per-weight Taylor scores). ``Unstructured`` and ``NM`` select
-single entries, so their scores are used as they are (signed scores such as
-movement keep their sign) and the reduction is ignored.
-
-Everything here is pure, shape-static and works under ``jax.jit``/``jax.vmap``.
+Group scores are reductions of per-entry scores (:func:`reduce_scores`: ``"l1"``,
+``"l2"``, ``"mean"``, ``"sum"``); ``Unstructured`` and ``NM`` use the scores as they
+are. Everything here is pure, shape-static and works under ``jax.jit``/``jax.vmap``.
 
 References:
-  Li, Kadav, Durdanovic, Samet, Graf. "Pruning Filters for Efficient ConvNets",
-  ICLR 2017.
-  Molchanov, Mallya, Tyree, Frosio, Kautz. "Importance Estimation for Neural
-  Network Pruning", CVPR 2019.
+  Li et al. "Pruning Filters for Efficient ConvNets", ICLR 2017.
+  Molchanov et al. "Importance Estimation for Neural Network Pruning", CVPR 2019.
   Mishra et al. "Accelerating Sparse Deep Neural Networks" (NVIDIA 2:4), 2021.
 """
 
@@ -354,7 +340,9 @@ def reduce_scores(
       structure: the granularity, e.g. ``Neurons()`` or ``Blocks(4, 4)``.
       reduction: ``"l1"`` (Σ|s|, Li et al. 2017), ``"l2"`` (√Σs²), ``"mean"``
         or ``"sum"`` (Σs; group Taylor of Molchanov et al. 2019 when ``s`` is a
-        per-weight Taylor score). Ignored by ``Unstructured`` and ``NM``.
+        per-weight Taylor score). Ignored by ``Unstructured`` and ``NM``, which
+        select single entries and use the scores as they are (signed scores such
+        as movement keep their sign).
       prunable: which leaves are reduced (see :data:`sparsejax.tree.Prunable`);
         the others are returned unchanged.
 
