@@ -5,7 +5,7 @@ The model is the feed-forward block of a transformer, ``y = W₂ · gelu(W₁ x 
 built from two ``nnx.Linear``. For each sparsity in ``--sparsities`` both
 kernels are block-pruned by magnitude with the library
 (``sj.prune(|W|, s, structure=sj.Blocks(b, b))``, per layer) and the layers
-are swapped for :class:`sparsejax.kernels.linear.BlockSparseLinear`
+are swapped for :class:`sparsejax.block_sparse.BlockSparseLinear`
 (``from_linear``). Rows of the table:
 
 * ``dense``: the unpruned FFN (XLA/cuBLAS);
@@ -13,14 +13,15 @@ are swapped for :class:`sparsejax.kernels.linear.BlockSparseLinear`
   dense, so the cost is the dense cost);
 * ``block-sparse s``: the same pruned FFN with the Pallas kernel, once per
   launch configuration of ``--configs`` (``auto``: chosen per dtype and block
-  by :func:`sparsejax.kernels.block_sparse.choose_launch`;
+  by :func:`sparsejax.block_sparse.choose_launch`;
   ``block_m:block_k:num_warps:num_stages`` with empty fields automatic; a
   ``/natural`` suffix turns off the heaviest-columns-first launch order).
 
 Each model is split with ``nnx.split`` and its forward is a ``jax.jit``-ed pure
 function of ``(state, x)`` (no NNX graph traversal inside the timing); timing as
-in ``block_sparse_matmul.py`` (warmup, ``--inner`` back-to-back calls per
-sample, ``block_until_ready``, median of ``--reps`` samples). The sparse output
+in ``block_sparse_matmul.py`` (:func:`sparsejax.runner.time_calls`: warmup,
+``--inner`` back-to-back calls per sample, ``block_until_ready``, median of
+``--reps`` samples). The sparse output
 is checked against the masked dense FFN (max relative error in the JSON).
 
 Usage (GPU)::
@@ -39,24 +40,58 @@ References:
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import pathlib
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
-
-# the timing loop of the matmul benchmark (this script's directory is on sys.path)
-from block_sparse_matmul import bench as _bench
 from flax import nnx
 
 import sparsejax as sj
-from sparsejax.kernels.block_sparse import KernelConfig, Tiling, choose_launch, smem_limit
-from sparsejax.kernels.linear import BlockSparseLinear
-from sparsejax.runner.output import environment, markdown_table, write_report
+from sparsejax.block_sparse import (
+    BlockSparseLinear,
+    KernelConfig,
+    Tiling,
+    choose_launch,
+    smem_limit,
+)
+from sparsejax.runner import (
+    config_to_dict,
+    environment,
+    markdown_table,
+    parse_config,
+    time_calls,
+    write_report,
+)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results" / "benchmarks"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """End-to-end inference: a block-pruned transformer FFN, dense vs block-sparse, tokens/s."""
+
+    d_model: int = 4096
+    d_ff: int = 16384
+    tokens: int = 2048
+    sparsities: tuple[float, ...] = (0.75, 0.9)
+    block: int = 128
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    configs: tuple[str, ...] = dataclasses.field(
+        default=("auto",), metadata={"help": "launch configs: auto | "
+                                             "block_m:block_k:num_warps:num_stages[/natural]"})
+    reps: int = 30
+    inner: int = 10
+    seed: int = 0
+    interpret: bool = dataclasses.field(default=False,
+                                        metadata={"help": "Pallas interpret mode (CPU)"})
+    tag: str = dataclasses.field(default_factory=jax.default_backend,
+                                 metadata={"help": "output name suffix"})
+    out: pathlib.Path | None = dataclasses.field(
+        default=None, metadata={"help": "JSON path (default "
+                                        "results/benchmarks/block_sparse_inference_<tag>.json)"})
 
 
 class FFN(nnx.Module):
@@ -107,33 +142,21 @@ def pure_forward(model: nnx.Module):
 
 
 def bench(fn, args, reps: int, inner: int) -> float:
-    """Median seconds per call: the matmul benchmark's timing loop."""
-    return _bench(fn, args, reps, inner)["median_s"]
+    """Median seconds per call (:func:`sparsejax.runner.time_calls`, 2 warm-up calls)."""
+    return time_calls(fn, *args, repeats=reps, calls=inner).median_s
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--d-model", type=int, default=4096)
-    p.add_argument("--d-ff", type=int, default=16384)
-    p.add_argument("--tokens", type=int, default=2048)
-    p.add_argument("--sparsities", type=float, nargs="+", default=[0.75, 0.9])
-    p.add_argument("--block", type=int, default=128)
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    p.add_argument("--configs", nargs="+", default=["auto"],
-                   help="launch configs: auto | block_m:block_k:num_warps:num_stages[/natural]")
-    p.add_argument("--reps", type=int, default=30)
-    p.add_argument("--inner", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--interpret", action="store_true", help="Pallas interpret mode (CPU)")
-    p.add_argument("--out", type=pathlib.Path, default=RESULTS / "block_sparse_inference.json")
-    args = p.parse_args(argv)
+    args = parse_config(Config, argv)
+    out = args.out or RESULTS / f"block_sparse_inference_{args.tag}.json"
 
     env = environment()
     dtype = jnp.dtype(args.dtype)
     try:
         configs = {text: inference_config(text, args.interpret) for text in args.configs}
     except ValueError as e:
-        p.error(str(e))
+        raise SystemExit(f"block_sparse_inference.py: error: --configs: {e}") from None
+
     def launch_text(cfg: KernelConfig, sparsity: float) -> str:
         """The forward launches of fc1 / fc2 (kept blocks per block column differ)."""
         return " / ".join(
@@ -150,7 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             try:
                 launches[text, s] = launch_text(cfg, s)
             except ValueError as e:
-                p.error(f"--configs {text}: {e}")
+                msg = f"block_sparse_inference.py: error: --configs {text}: {e}"
+                raise SystemExit(msg) from None
     print(f"device: {env['device']}, jax {env['jax']}, FFN {args.d_model}->{args.d_ff}->"
           f"{args.d_model}, {args.tokens} tokens, {dtype}, block {args.block}", flush=True)
     model = dense_ffn(args.d_model, args.d_ff, dtype, args.seed)
@@ -194,12 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  ("tokens/s", "{tokens_per_s:,.0f}"),
                                  ("speedup vs dense", "{speedup:.2f}")])
     print(text)
-    write_report(args.out, {"environment": env, "args": {
-        k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
-        "rows": rows},
+    write_report(out, {"environment": env, "args": config_to_dict(args) | {"out": str(out)},
+                       "rows": rows},
         f"# block-sparse FFN inference ({env['device']}, jax {env['jax']}, {env['date']})\n\n"
         f"`{env['command']}`\n\n{text}\n")
-    print(f"wrote {args.out}")
+    print(f"wrote {out}")
     return 0
 
 

@@ -17,7 +17,7 @@ it. Methods, all in one process on the same arrays:
   ``bcsr_f32`` times the float32 cuSPARSE path for reference.
 * ``kernel``: :func:`sparsejax.block_sparse.block_sparse_matmul`, Pallas
   (Triton on GPU). Each launch configuration of ``--configs`` is timed
-  forward (``auto``: chosen by :func:`sparsejax.kernels.block_sparse.choose_launch`;
+  forward (``auto``: chosen by :func:`sparsejax.block_sparse.choose_launch`;
   ``block_m:block_k:num_warps:num_stages``, empty fields automatic; a ``/natural``
   suffix launches the block columns in natural order instead of heaviest
   first). A configuration that does not fit in shared memory is recorded as
@@ -30,9 +30,10 @@ it. Methods, all in one process on the same arrays:
 ``fwd+bwd`` times ``y, (dx, dW) = vjp(f, x, W)(ct)`` (for the kernel ``dW`` is
 the gradient of the kept blocks; BCSR is not timed backwards).
 
-Timing: every function is ``jax.jit``-ed, compiled and run twice (warmup),
-then ``--reps`` samples are taken (BCSR: 5 samples of 1 call, it is slow); a sample dispatches ``--inner`` calls
-back to back and blocks once (``block_until_ready``), divided by ``--inner`` —
+Timing (:func:`sparsejax.runner.time_calls`): every function is ``jax.jit``-ed,
+compiled and run twice (warmup), then ``--reps`` samples are taken (BCSR: 5 samples
+of 1 call, it is slow); a sample dispatches ``--inner`` calls back to back and blocks
+once on all of them (``block_until_ready``), divided by ``--inner`` —
 asynchronous dispatch hides the ~10 µs Python launch cost behind the kernels,
 which a single blocked call would add to a 30 µs kernel. The table reports
 the median sample. ``--profile`` adds, for dense, masked and the best kernel
@@ -79,25 +80,39 @@ References:
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import gc
 import pathlib
-import statistics
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 import sparsejax as sj
-from sparsejax.block_sparse import BlockSparseMatrix, block_sparse_matmul
-from sparsejax.kernels.block_sparse import KernelConfig, Tiling, choose_launch, smem_limit
-from sparsejax.runner.output import environment, markdown_table, write_json, write_report
-from sparsejax.runner.profiling import kernel_times
+from sparsejax.block_sparse import (
+    BlockSparseMatrix,
+    KernelConfig,
+    Tiling,
+    block_sparse_matmul,
+    choose_launch,
+    smem_limit,
+)
+from sparsejax.runner import (
+    Timing,
+    config_to_dict,
+    environment,
+    kernel_times,
+    markdown_table,
+    parse_config,
+    time_calls,
+    write_json,
+    write_report,
+)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 
@@ -119,24 +134,6 @@ def peaks(device_kind: str) -> tuple[float, float] | None:
         if key.lower() in device_kind.lower():
             return value
     return None
-
-
-def bench(fn: Callable[..., Any], args: Sequence[Any], reps: int, inner: int) -> dict[str, float]:
-    """Median / min seconds per call of a jitted ``fn(*args)`` (see the module docstring)."""
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    compile_s = time.perf_counter() - t0
-    for _ in range(2):
-        jax.block_until_ready(fn(*args))
-    samples = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        out = None
-        for _ in range(inner):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        samples.append((time.perf_counter() - t0) / inner)
-    return {"median_s": statistics.median(samples), "min_s": min(samples), "compile_s": compile_s}
 
 
 def chained(layer: Callable[[jax.Array], jax.Array], depth: int) -> Callable[[jax.Array], jax.Array]:
@@ -163,7 +160,49 @@ DEFAULT_CONFIGS = ["auto", "auto/natural", "128:64:8:3", "128:64:4:4", "256:64:8
                    "64:64:4:3"]
 
 
-def parse_config(text: str) -> tuple[Tiling, bool]:
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Block-sparse ``x @ W`` (Pallas kernel) vs dense, masked dense and ``jax.experimental.sparse``."""
+
+    suite: pathlib.Path | None = dataclasses.field(
+        default=None, metadata={"help": "checks + this benchmark + the FFN inference "
+                                        "benchmark, files into this directory"})
+    sizes: tuple[int, ...] = (4096, 8192)
+    sparsities: tuple[float, ...] | None = dataclasses.field(
+        default=None, metadata={"help": "default 0.5 0.75 0.9 (--suite: 0.75 0.9)"})
+    blocks: tuple[int, ...] = (128,)
+    batch: int = 2048
+    dtype: Literal["bfloat16", "float32"] = "bfloat16"
+    configs: tuple[str, ...] | None = dataclasses.field(
+        default=None, metadata={"help": "launch configs: auto | block_m:block_k:num_warps:"
+                                        "num_stages, optional /natural suffix (default "
+                                        f"{' '.join(DEFAULT_CONFIGS)})"})
+    reps: int = 20
+    inner: int = 10
+    seed: int = 0
+    interpret: bool = dataclasses.field(default=False,
+                                        metadata={"help": "Pallas interpret mode (CPU)"})
+    check: bool = dataclasses.field(default=False,
+                                    metadata={"help": "kernel vs reference checks first"})
+    no_bcsr: bool = False
+    bcsr_max_gb: float = 16.0
+    deadline_s: float | None = dataclasses.field(
+        default=None, metadata={"help": "after this many seconds skip BCSR and all but the "
+                                        "first working config (--suite default: 240)"})
+    profile: bool = dataclasses.field(
+        default=False, metadata={"help": "also the device-busy time per forward call "
+                                         "(jax.profiler trace) and the time per product of a "
+                                         "--chain deep stack in one jitted call"})
+    profile_calls: int = 20
+    chain: int = 8
+    tag: str = dataclasses.field(default_factory=jax.default_backend,
+                                 metadata={"help": "output name suffix"})
+    out: pathlib.Path | None = dataclasses.field(
+        default=None, metadata={"help": "JSON path (default "
+                                        "results/benchmarks/block_sparse_matmul_<tag>.json)"})
+
+
+def parse_launch(text: str) -> tuple[Tiling, bool]:
     """``"256:64:8:3"`` → ``(Tiling(256, 64, 8, 3), True)``; ``"auto/natural"`` → ``(Tiling(), False)``."""
     spec, _, order = text.partition("/")
     if order not in ("", "natural"):
@@ -173,22 +212,23 @@ def parse_config(text: str) -> tuple[Tiling, bool]:
 
 def kernel_config(text: str, interpret: bool = False, *, backward: bool = True) -> KernelConfig:
     """The :class:`KernelConfig` of a ``--configs`` entry (its tiling for ``fwd`` and ``dx``)."""
-    tiling, balance = parse_config(text)
+    tiling, balance = parse_launch(text)
     return KernelConfig(backend="pallas", interpret=interpret, fwd=tiling,
                         dx=tiling if backward else Tiling(), balance=balance)
 
 
 def resolved(text: str, m: int, block: int, itemsize: int, blocks_per_program: float) -> str:
     """The forward launch ``block_m:block_k:num_warps:num_stages`` a config resolves to."""
-    launch = choose_launch("fwd", parse_config(text)[0], m=m, block=(block, block),
+    launch = choose_launch("fwd", parse_launch(text)[0], m=m, block=(block, block),
                            itemsize=itemsize, limit=smem_limit(),
                            blocks_per_program=blocks_per_program)
     return f"{launch} ({launch.smem_bytes} B)"
 
 
-def over_deadline(args) -> bool:
-    """Whether ``--deadline-s`` seconds have passed since the start (then optional work is cut)."""
-    return args.deadline_s is not None and time.perf_counter() - args.t_start > args.deadline_s
+def over_deadline(args: Config, t_start: float) -> bool:
+    """Whether ``--deadline-s`` seconds have passed since ``t_start`` (then optional work is
+    cut)."""
+    return args.deadline_s is not None and time.perf_counter() - t_start > args.deadline_s
 
 
 def vjp_fn(f: Callable[..., jax.Array]) -> Callable[..., Any]:
@@ -298,13 +338,20 @@ def roofline(t: float | None, flops: float, nbytes: float, peak) -> float | None
     return max(flops / peak[0], nbytes / peak[1]) / t
 
 
-def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
-    """All cases; ``save(rows)`` is called after each case (partial results survive a kill)."""
+def run_benchmark(args: Config, peak, save=None,
+                  t_start: float | None = None) -> list[dict[str, Any]]:
+    """All cases; ``save(rows)`` is called after each case (partial results survive a kill).
+    ``t_start``: when the run began (``time.perf_counter()``), for ``--deadline-s``."""
+    t_start = time.perf_counter() if t_start is None else t_start
+
+    def bench(fn, fn_args):
+        return time_calls(fn, *fn_args, repeats=args.reps, calls=args.inner)
+
     from jax.experimental import sparse as jsparse
 
     dtype = jnp.dtype(args.dtype)
     for text in args.configs:
-        parse_config(text)  # fail early on a typo
+        parse_launch(text)  # fail early on a typo
     rows = []
     for size in args.sizes:
         dense_cache: dict[str, Any] = {}
@@ -319,16 +366,18 @@ def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
                 fb_dense = flops_bytes(m, k, n, 1.0, dtype.itemsize, None, block)
                 fb_sparse = flops_bytes(m, k, n, density, dtype.itemsize, mat.nnz_blocks, block)
 
-                def record(method, fwd, fb, cost, extra=None, base=base):
+                def record(method, fwd: Timing | None, fb: Timing | None, cost, extra=None,
+                           base=base):
                     row = {**base, "method": method, **(extra or {})}
-                    row["fwd_ms"] = None if fwd is None else fwd["median_s"] * 1e3
-                    row["fwd_min_ms"] = None if fwd is None else fwd["min_s"] * 1e3
-                    row["fb_ms"] = None if fb is None else fb["median_s"] * 1e3
+                    row["fwd_ms"] = None if fwd is None else fwd.median_s * 1e3
+                    row["fwd_min_ms"] = None if fwd is None else fwd.min_s * 1e3
+                    row["fwd_iqr_ms"] = None if fwd is None else fwd.iqr_s * 1e3
+                    row["fb_ms"] = None if fb is None else fb.median_s * 1e3
                     row["fwd_tflops"] = (None if fwd is None
-                                         else cost["fwd_flops"] / fwd["median_s"] / 1e12)
-                    row["fwd_roofline"] = roofline(fwd and fwd["median_s"], cost["fwd_flops"],
+                                         else cost["fwd_flops"] / fwd.median_s / 1e12)
+                    row["fwd_roofline"] = roofline(fwd and fwd.median_s, cost["fwd_flops"],
                                                    cost["fwd_bytes"], peak)
-                    row["fb_roofline"] = roofline(fb and fb["median_s"], cost["fb_flops"],
+                    row["fb_roofline"] = roofline(fb and fb.median_s, cost["fb_flops"],
                                                   cost["fb_bytes"], peak)
                     rows.append(row)
                     return row
@@ -336,9 +385,9 @@ def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
                 # dense (computed once per size; independent of the mask)
                 if "fwd" not in dense_cache:
                     f = jax.jit(lambda a, b: a @ b)
-                    dense_cache["fwd"] = bench(f, (x, w), args.reps, args.inner)
+                    dense_cache["fwd"] = bench(f, (x, w))
                     fb = jax.jit(vjp_fn(lambda a, b: a @ b))
-                    dense_cache["fb"] = bench(fb, (x, w, ct), args.reps, args.inner)
+                    dense_cache["fb"] = bench(fb, (x, w, ct))
                     if args.profile:
                         dense_cache["extra"] = device_and_chain(
                             f, (x, w), lambda a, b: a @ b, (scaled(w, k),), x, args)
@@ -350,14 +399,14 @@ def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
                     return vjp_fn(lambda a, b: a @ jnp.where(mk, b, 0))(a, b, ct)
 
                 mf = jax.jit(lambda a, b, mk: a @ jnp.where(mk, b, 0))
-                record("masked", bench(mf, (x, w, mask), args.reps, args.inner),
-                       bench(jax.jit(masked_fb), (x, w, mask, ct), args.reps, args.inner),
+                record("masked", bench(mf, (x, w, mask)),
+                       bench(jax.jit(masked_fb), (x, w, mask, ct)),
                        fb_dense,
                        device_and_chain(mf, (x, w, mask), lambda a, b, mk: a @ jnp.where(mk, b, 0),
                                         (scaled(w, k * density), mask), x, args)
                        if args.profile else None)
 
-                if not args.no_bcsr and not over_deadline(args):
+                if not args.no_bcsr and not over_deadline(args, t_start):
                     for name, bdtype in (("bcsr", dtype), ("bcsr_f32", jnp.float32)):
                         rows.append(time_bcsr(jsparse, name, bdtype, w, mask, x, args, base,
                                               fb_sparse, peak))
@@ -376,7 +425,7 @@ def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
                                      "skipped": str(e)[:400]})
                         print(f"  config {text}: skipped (does not fit)", flush=True)
                         continue
-                    if over_deadline(args) and best is not None:
+                    if over_deadline(args, t_start) and best is not None:
                         rows.append({**base, "method": "kernel_config", **extra,
                                      "skipped": "time budget (--deadline-s) spent"})
                         continue
@@ -388,7 +437,7 @@ def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
                         y = fn(x, mat.data).astype(jnp.float32)
                         extra["relerr_y"] = float(jnp.max(jnp.abs(y - y_ref))) / y_scale
                         del y
-                        fwd = bench(fn, (x, mat.data), args.reps, args.inner)
+                        fwd = bench(fn, (x, mat.data))
                     except Exception as e:  # a Triton failure of one config is not fatal
                         rows.append({**base, "method": "kernel_config", **extra,
                                      "error": f"{type(e).__name__}: {str(e)[:300]}"})
@@ -408,9 +457,9 @@ def run_benchmark(args, env, peak, save=None) -> list[dict[str, Any]]:
                     kf = lambda a, d, cfg=cfg, mat=mat: block_sparse_matmul(  # noqa: E731
                         a, mat.with_data(d), config=cfg)
                     try:
-                        fb = bench(jax.jit(vjp_fn(kf)), (x, mat.data, ct), args.reps, args.inner)
-                        kernel["fb_ms"] = fb["median_s"] * 1e3
-                        kernel["fb_roofline"] = roofline(fb["median_s"], fb_sparse["fb_flops"],
+                        fb = bench(jax.jit(vjp_fn(kf)), (x, mat.data, ct))
+                        kernel["fb_ms"] = fb.median_s * 1e3
+                        kernel["fb_roofline"] = roofline(fb.median_s, fb_sparse["fb_flops"],
                                                          fb_sparse["fb_bytes"], peak)
                         kernel["fb_speedup"] = dense["fb_ms"] / kernel["fb_ms"]
                     except Exception as e:
@@ -457,11 +506,11 @@ def device_and_chain(fn, args_, layer, weights, x, args) -> dict[str, Any]:
     """``--profile``: device-busy time of ``fn(*args_)`` and the per-product time of a chain.
 
     ``busy_us`` sums the kernels' own durations in a ``jax.profiler`` trace
-    (:func:`~sparsejax.runner.profiling.kernel_times`: the device-event time of
+    (:func:`~sparsejax.runner.kernel_times`: the device-event time of
     METHOD.md, no host dispatch or launch gaps); ``span_us`` runs from the first kernel's
     start to the last one's end, per call. The chain applies ``layer(h, *weights)`` ``--chain`` times in one jitted call (the
     weight is scaled by one over the square root of its kept fan-in, so activations stay
-    O(1) in bf16), timed like the single product (``bench``).
+    O(1) in bf16), timed like the single product (``time_calls``).
     """
     dev = kernel_times(fn, *args_, calls=args.profile_calls)
     chain = jax.jit(lambda a, *ws: chained(lambda h: layer(h, *ws), args.chain)(a))
@@ -470,9 +519,9 @@ def device_and_chain(fn, args_, layer, weights, x, args) -> dict[str, Any]:
         raise TypeError(f"chain computed in {out.dtype}, not {x.dtype}")
     finite = bool(jnp.all(jnp.isfinite(out)))
     del out
-    t = bench(chain, (x, *weights), args.reps, max(1, args.inner // 2))
+    t = time_calls(chain, x, *weights, repeats=args.reps, calls=max(1, args.inner // 2))
     return {"busy_us": dev.busy_us, "span_us": dev.span_us, "kernels_per_call": dev.kernels,
-            "chain_us": t["median_s"] * 1e6 / args.chain, "chain_finite": finite}
+            "chain_us": t.median_s * 1e6 / args.chain, "chain_finite": finite}
 
 
 def time_bcsr(jsparse, name, bdtype, w, mask, x, args, base, cost, peak) -> dict[str, Any]:
@@ -491,11 +540,11 @@ def time_bcsr(jsparse, name, bdtype, w, mask, x, args, base, cost, peak) -> dict
         f = jax.jit(lambda a, sp: (sp @ a.T).T)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = bench(f, (xb, wt), min(args.reps, 5), 1)  # slow: few reps
-        row["fwd_ms"] = res["median_s"] * 1e3
-        row["fwd_min_ms"] = res["min_s"] * 1e3
-        row["fwd_tflops"] = cost["fwd_flops"] / res["median_s"] / 1e12
-        row["fwd_roofline"] = roofline(res["median_s"], cost["fwd_flops"], cost["fwd_bytes"], peak)
+            res = time_calls(f, xb, wt, repeats=min(args.reps, 5))  # slow: few reps
+        row["fwd_ms"] = res.median_s * 1e3
+        row["fwd_min_ms"] = res.min_s * 1e3
+        row["fwd_tflops"] = cost["fwd_flops"] / res.median_s / 1e12
+        row["fwd_roofline"] = roofline(res.median_s, cost["fwd_flops"], cost["fwd_bytes"], peak)
         del wt
     except Exception as e:
         row["error"] = f"{type(e).__name__}: {str(e)[:300]}"
@@ -607,6 +656,7 @@ def run_suite(args, result: dict[str, Any], env: dict[str, Any]) -> int:
     path = pathlib.Path(__file__).resolve().parent / "block_sparse_inference.py"
     spec = importlib.util.spec_from_file_location("block_sparse_inference", path)
     inference = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = inference  # its config dataclass resolves annotations through it
     spec.loader.exec_module(inference)
     best = best_config(result["rows"])
     configs = ["auto"] + ([best] if best not in (None, "auto") else [])
@@ -640,60 +690,33 @@ def run_suite(args, result: dict[str, Any], env: dict[str, Any]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--suite", type=pathlib.Path, default=None, metavar="DIR",
-                   help="checks + this benchmark + the FFN inference benchmark, files into DIR")
-    p.add_argument("--sizes", type=int, nargs="+", default=[4096, 8192])
-    p.add_argument("--sparsities", type=float, nargs="+", default=None,
-                   help="default 0.5 0.75 0.9 (--suite: 0.75 0.9)")
-    p.add_argument("--blocks", type=int, nargs="+", default=[128])
-    p.add_argument("--batch", type=int, default=2048)
-    p.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float32"])
-    p.add_argument("--configs", nargs="+", default=None,
-                   help="launch configs: auto | block_m:block_k:num_warps:num_stages, "
-                        f"optional /natural suffix (default {' '.join(DEFAULT_CONFIGS)})")
-    p.add_argument("--reps", type=int, default=20)
-    p.add_argument("--inner", type=int, default=10)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--interpret", action="store_true", help="Pallas interpret mode (CPU)")
-    p.add_argument("--check", action="store_true", help="kernel vs reference checks first")
-    p.add_argument("--no-bcsr", action="store_true")
-    p.add_argument("--bcsr-max-gb", type=float, default=16.0)
-    p.add_argument("--deadline-s", type=float, default=None,
-                   help="after this many seconds skip BCSR and all but the first working config "
-                        "(--suite default: 240)")
-    p.add_argument("--profile", action="store_true",
-                   help="also the device-busy time per forward call (jax.profiler trace) and "
-                        "the time per product of a --chain deep stack in one jitted call")
-    p.add_argument("--profile-calls", type=int, default=20)
-    p.add_argument("--chain", type=int, default=8)
-    p.add_argument("--out", type=pathlib.Path, default=RESULTS / "block_sparse_matmul.json")
-    args = p.parse_args(argv)
-    args.t_start = time.perf_counter()
+    args = parse_config(Config, argv)
+    t_start = time.perf_counter()
     if args.reps < 1 or args.inner < 1:
-        p.error("--reps and --inner must be >= 1")
+        raise SystemExit("block_sparse_matmul.py: error: --reps and --inner must be >= 1")
     if args.suite is not None:
         args.suite.mkdir(parents=True, exist_ok=True)
-        args.out = args.suite / "block_sparse_matmul.json"
-        args.check = True
-        args.sparsities = args.sparsities or [0.75, 0.9]
-        args.deadline_s = 240.0 if args.deadline_s is None else args.deadline_s
-        args.bcsr_max_gb = min(args.bcsr_max_gb, 4.0)  # no 10+ GB gather fallbacks here
-    args.sparsities = args.sparsities or [0.5, 0.75, 0.9]
-    if args.configs is None:
-        args.configs = ["auto", "auto/natural"] if args.interpret else DEFAULT_CONFIGS
+        args = dataclasses.replace(
+            args, out=args.suite / "block_sparse_matmul.json", check=True,
+            sparsities=args.sparsities or (0.75, 0.9),
+            deadline_s=240.0 if args.deadline_s is None else args.deadline_s,
+            bcsr_max_gb=min(args.bcsr_max_gb, 4.0))  # no 10+ GB gather fallbacks here
+    args = dataclasses.replace(
+        args, sparsities=args.sparsities or (0.5, 0.75, 0.9),
+        configs=args.configs or (("auto", "auto/natural") if args.interpret
+                                 else tuple(DEFAULT_CONFIGS)),
+        out=args.out or RESULTS / f"block_sparse_matmul_{args.tag}.json")
     try:
         for text in args.configs:
-            parse_config(text)
+            parse_launch(text)
     except ValueError as e:
-        p.error(str(e))
+        raise SystemExit(f"block_sparse_matmul.py: error: --configs: {e}") from None
 
     env = environment()
     peak = peaks(env["device"])
     print(f"device: {env['device']} ({env['backend']}), jax {env['jax']}, peaks {peak}, "
           f"smem limit {smem_limit()} B", flush=True)
-    result: dict[str, Any] = {"environment": env, "args": {
-        k: (str(v) if isinstance(v, pathlib.Path) else v) for k, v in vars(args).items()},
+    result: dict[str, Any] = {"environment": env, "args": config_to_dict(args),
         "peaks": None if peak is None else {"flops": peak[0], "bytes_per_s": peak[1]},
         "peak_table": PEAKS, "smem_limit": smem_limit()}
     checks_ok = True
@@ -711,7 +734,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         result["rows"] = rows
         write_json(args.out, result)
 
-    rows = run_benchmark(args, env, peak, save)
+    rows = run_benchmark(args, peak, save, t_start)
     result["rows"] = rows
     result["best_config"] = best_config(rows)
     text = table(rows)
@@ -722,7 +745,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.out, result,
         f"# block-sparse matmul ({env['device']}, jax {env['jax']}, {env['date']})\n\n"
         f"`{env['command']}`\n\n{text}\n\n## launch configurations (forward)\n\n{sweep}\n")
-    print(f"wrote {args.out} ({time.perf_counter() - args.t_start:.0f} s)")
+    print(f"wrote {args.out} ({time.perf_counter() - t_start:.0f} s)")
     if args.suite is not None:
         return run_suite(args, result, env) or (0 if checks_ok else 1)
     return 0

@@ -16,9 +16,9 @@ Every path gets the model state as a flat list of arrays (no pytree flattening
 on the host per call). ``--widths`` sets the channels of the MNIST-1D CNN, to
 show where the gathered path starts to pay off: the reference width (25) is
 dominated by per-operation overhead. Weights are random (latency does not
-depend on them: ``k`` is static). Each
-call is compiled and warmed up first, then timed ``repeats`` times over
-``iters`` calls each; the table gives the median time per call and the speedup
+depend on them: ``k`` is static). Timing (:func:`sparsejax.runner.time_calls`):
+each call is compiled, warmed up (2 calls), then timed ``--repeats`` times over
+``--iters`` calls each; the table gives the median time per call and the speedup
 over ``dense``. Effective MACs are the cost model of
 :func:`sparsejax.dynamic.effective_flops` (predictor included).
 
@@ -30,10 +30,9 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import pathlib
-import statistics
-import time
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +41,15 @@ from flax import nnx
 
 from sparsejax import dynamic
 from sparsejax.models import MNIST1DCNN, LeNet5
-from sparsejax.runner import environment, jit_flat_state, markdown_table, write_report
+from sparsejax.runner import (
+    config_to_dict,
+    environment,
+    jit_flat_state,
+    markdown_table,
+    parse_config,
+    time_calls,
+    write_report,
+)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 
@@ -55,44 +62,41 @@ MODELS = {
 }
 
 
-def time_call(fn, args, repeats: int, iters: int) -> tuple[float, float]:
-    """(compile + first call seconds, median seconds per call)."""
-    t0 = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    first = time.perf_counter() - t0
-    for _ in range(2):
-        jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - t0) / iters)
-    return first, statistics.median(times)
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Inference latency of gated models: gathered (active channels only) vs masked vs dense."""
+
+    models: tuple[Literal["mnist1d_cnn", "lenet5"], ...] = ("mnist1d_cnn", "lenet5")
+    batch_sizes: tuple[int, ...] = (1, 16)
+    densities: tuple[float, ...] = (1.0, 0.5, 0.25)
+    widths: tuple[int, ...] = dataclasses.field(
+        default=(25,), metadata={"help": "channels of every MNIST-1D CNN convolution (25: the "
+                                         "reference model); LeNet-5 keeps its 20/50/500"})
+    repeats: int = dataclasses.field(default=5, metadata={"help": "timed samples (median)"})
+    iters: int = dataclasses.field(default=20, metadata={"help": "calls per sample"})
+    tag: str = dataclasses.field(default_factory=jax.default_backend,
+                                 metadata={"help": "output name suffix"})
+    out: pathlib.Path | None = dataclasses.field(
+        default=None, metadata={"help": "JSON path (default "
+                                        "results/benchmarks/gating_latency_<tag>.json)"})
+
+
+def time_call(fn, args, repeats: int, iters: int) -> tuple[float, float, float]:
+    """(compile + first call seconds, median and IQR of the seconds per call): 2 warm-up
+    calls, then ``repeats`` samples of ``iters`` calls dispatched back to back."""
+    t = time_calls(fn, *args, repeats=repeats, calls=iters, warmup=2)
+    return t.compile_s, t.median_s, t.iqr_s
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
-    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[1, 16])
-    parser.add_argument("--densities", nargs="+", type=float, default=[1.0, 0.5, 0.25])
-    parser.add_argument("--widths", nargs="+", type=int, default=[25],
-                        help="channels of every MNIST-1D CNN convolution (25: the reference "
-                             "model); LeNet-5 keeps its 20/50/500")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--tag", default=jax.default_backend())
-    parser.add_argument("--out", default=None,
-                        help="JSON path (default results/gating_latency_<tag>.json)")
-    args = parser.parse_args(argv)
-    for d in args.densities:
+    cfg = parse_config(Config, argv)
+    for d in cfg.densities:
         dynamic.check_density(d)
 
     rows = []
     rng = np.random.default_rng(0)
-    runs = [(name, w) for name in args.models
-            for w in (args.widths if MODELS[name][3] else [None])]
+    runs = [(name, w) for name in cfg.models
+            for w in (cfg.widths if MODELS[name][3] else [None])]
     for name, width in runs:
         make_dense, make_gated, shape, _ = MODELS[name]
         dense = make_dense(nnx.Rngs(0), width)
@@ -105,13 +109,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
         dense_macs = dynamic.dense_flops(gated.costs)
         full = {n: c.out_channels for n, c in zip(gated.gated_layers, gated.costs, strict=False)}
         full_macs = float(dynamic.effective_flops(gated.costs, full))  # masked: all + predictors
-        for batch in args.batch_sizes:
+        for batch in cfg.batch_sizes:
             x = jnp.asarray(rng.normal(size=(batch, *shape)).astype(np.float32))
-            c_dense, t_dense = time_call(dense_fn, (ds, x), args.repeats, args.iters)
+            c_dense, t_dense, q_dense = time_call(dense_fn, (ds, x), cfg.repeats, cfg.iters)
             rows.append({"model": label, "batch": batch, "density": 1.0, "path": "dense",
                          "ks": "", "rel_macs": 1.0, "compile_s": c_dense, "latency_s": t_dense,
-                         "speedup": 1.0})
-            for d in args.densities:
+                         "latency_iqr_s": q_dense, "speedup": 1.0})
+            for d in cfg.densities:
                 ks = gated.active_k(d)
                 counts = dict(zip(gated.gated_layers, ks, strict=True))
                 macs = float(dynamic.effective_flops(gated.costs, counts))
@@ -119,12 +123,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     ("masked", masked_fn, (gs, x, jnp.float32(d))),
                     ("gathered", jit_flat_state(dynamic.make_gathered(gg, ks), gstate)[0], (gs, x)),
                 ):
-                    c, t = time_call(fn, fargs, args.repeats, args.iters)
+                    c, t, q = time_call(fn, fargs, cfg.repeats, cfg.iters)
                     rows.append({"model": label, "batch": batch, "density": d, "path": path,
                                  "ks": "/".join(map(str, ks)),
                                  "rel_macs": (macs if path == "gathered" else full_macs)
                                  / dense_macs,
-                                 "compile_s": c, "latency_s": t, "speedup": t_dense / t})
+                                 "compile_s": c, "latency_s": t, "latency_iqr_s": q,
+                                 "speedup": t_dense / t})
             print(f"{label} batch {batch}: done", flush=True)
     env = environment()
     table = markdown_table(
@@ -135,14 +140,15 @@ def main(argv: list[str] | None = None) -> list[dict]:
          ("compile", "{compile_s:.2f} s")],
     )
     header = (f"# Gated inference latency ({env['device']}, jax {env['jax']})\n\n"
-              f"Median of {args.repeats} × {args.iters} calls after warm-up. "
+              f"Median of {cfg.repeats} × {cfg.iters} calls after warm-up. "
               "`masked`: all channels computed then gated (MACs = dense + predictors); "
               "`gathered`: only the active channels (MACs of the cost model). "
               "Every path gets the state as a flat list of arrays.\n"
               f"Command: `python benchmarks/{env['command']}`\n\n")
     print(header + table)
-    out = pathlib.Path(args.out) if args.out else RESULTS / f"gating_latency_{args.tag}.json"
-    write_report(out, {"environment": env, "args": vars(args), "rows": rows}, header + table)
+    out = cfg.out or RESULTS / f"gating_latency_{cfg.tag}.json"
+    write_report(out, {"environment": env, "args": config_to_dict(cfg), "rows": rows},
+                 header + table)
     print(f"\nwrote {out} and {out.with_suffix('.md')}")
     return rows
 

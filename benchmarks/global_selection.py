@@ -22,7 +22,8 @@ same process and on the same scores:
 * ``sort``: concatenate, ``jnp.sort``, threshold at index ``round(s·n)``, masks.
 
 Every method is compiled first (compile time and XLA's memory analysis are
-recorded), then run ``--repeats`` times; the table gives the median wall time
+recorded), then run ``--repeats`` times after one warm-up run
+(:func:`sparsejax.runner.time_calls`); the table gives the median wall time
 around ``block_until_ready``. Ours runs first; its masks are checked to prune
 exactly ``round(s·n)`` entries and, where the sort reference ran and pruned
 exactly that many, to equal it bit for bit. (float32 draws repeat beyond about
@@ -44,25 +45,62 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import contextlib
+import dataclasses
 import gc
 import math
 import os
 import pathlib
-import statistics
 import sys
 import time
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
 
 from sparsejax import select
-from sparsejax.runner.output import environment, markdown_table, write_report
-from sparsejax.runner.profiling import kernel_times
+from sparsejax.runner import (
+    config_to_dict,
+    environment,
+    kernel_times,
+    markdown_table,
+    parse_config,
+    time_calls,
+    write_report,
+)
 from sparsejax.select import prune
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results" / "benchmarks"
+Variant = Literal["sampled", "sampled-xla", "radix-b1", "radix-b2", "radix-b4"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One-shot global magnitude selection, sort-free vs flat ``lax.top_k`` / ``jnp.sort``."""
+
+    sizes: tuple[float, ...] = dataclasses.field(default=(1e6, 1e7, 1e8),
+                                                 metadata={"help": "params"})
+    layers: int = dataclasses.field(default=24,
+                                    metadata={"help": "weight matrices (4 per block)"})
+    sparsity: float = 0.9
+    repeats: int = 5
+    ref_repeats: int | None = dataclasses.field(default=None,
+                                                metadata={"help": "default: --repeats"})
+    variants: tuple[Variant, ...] = dataclasses.field(
+        default=("sampled", "radix-b2"),
+        metadata={"help": "ours: 'sampled', 'sampled-xla' and/or 'radix-bB' (B = bits per "
+                          "pass: 1, 2 or 4)"})
+    profile: bool = dataclasses.field(default=False,
+                                      metadata={"help": "kernel times of the first variant"})
+    skip_topk_above: float = dataclasses.field(default=float("inf"), metadata={"help": "params"})
+    skip_sort_above: float = dataclasses.field(default=float("inf"), metadata={"help": "params"})
+    seed: int = 0
+    tag: str = dataclasses.field(default_factory=jax.default_backend,
+                                 metadata={"help": "output name suffix"})
+    out: pathlib.Path | None = dataclasses.field(
+        default=None, metadata={"help": "JSON path (default "
+                                        "results/benchmarks/global_selection_<tag>.json); the "
+                                        "markdown table goes next to it (.md)"})
 
 
 def layer_shapes(n: int, layers: int) -> list[tuple[int, int]]:
@@ -109,21 +147,19 @@ def sort_reference(scores: list[jax.Array], k_prune: int) -> list[jax.Array]:
 
 
 def run_method(fn, scores, repeats: int) -> tuple[list[jax.Array], dict]:
-    """Compile ``fn`` for ``scores``, run it ``repeats`` times; masks and timing stats."""
+    """Compile ``fn`` for ``scores`` (ahead of time, for XLA's memory analysis), run it once
+    (allocation, caches), then ``repeats`` timed runs; masks and timing stats."""
     t0 = time.perf_counter()
     compiled = jax.jit(fn).lower(scores).compile()
     compile_s = time.perf_counter() - t0
     mem = compiled.memory_analysis()
-    out = jax.block_until_ready(compiled(scores))  # first run: allocation, caches
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = jax.block_until_ready(compiled(scores))
-        times.append(time.perf_counter() - t0)
+    out = jax.block_until_ready(compiled(scores))  # the masks, checked by the caller
+    timing = time_calls(compiled, scores, repeats=repeats, warmup=0)  # first run untimed
     stats = {
-        "median_ms": 1e3 * statistics.median(times),
-        "min_ms": 1e3 * min(times),
-        "times_ms": [1e3 * t for t in times],
+        "median_ms": 1e3 * timing.median_s,
+        "min_ms": 1e3 * timing.min_s,
+        "iqr_ms": 1e3 * timing.iqr_s,
+        "times_ms": [1e3 * t for t in timing.times_s],
         "compile_s": compile_s,
         "temp_bytes": getattr(mem, "temp_size_in_bytes", None),
         "output_bytes": getattr(mem, "output_size_in_bytes", None),
@@ -135,13 +171,12 @@ def run_method(fn, scores, repeats: int) -> tuple[list[jax.Array], dict]:
 def xla_passes(on: bool):
     """Trace ``search="sampled"`` with XLA's reduction + scatter and mask fusion even on
     a GPU (where its two full passes are Pallas kernels by default)."""
-    saved = select._pallas_passes
-    if on:
-        select._pallas_passes = lambda: False
+    saved = select._plan.pallas_passes_allowed
+    select._plan.pallas_passes_allowed = saved and not on
     try:
         yield
     finally:
-        select._pallas_passes = saved
+        select._plan.pallas_passes_allowed = saved
 
 
 def pruned_count(masks: list[jax.Array]) -> int:
@@ -158,37 +193,16 @@ def fmt(v, spec: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", type=float, nargs="+", default=[1e6, 1e7, 1e8], help="params")
-    ap.add_argument("--layers", type=int, default=24, help="weight matrices (4 per block)")
-    ap.add_argument("--sparsity", type=float, default=0.9)
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--ref-repeats", type=int, default=None, help="default: --repeats")
-    ap.add_argument(
-        "--variants",
-        nargs="+",
-        default=["sampled", "radix-b2"],
-        help="ours: 'sampled' and/or 'radix-bB' (B = bits per pass: 1, 2 or 4)",
-    )
-    ap.add_argument("--profile", action="store_true", help="kernel times of the first variant")
-    ap.add_argument("--skip-topk-above", type=float, default=float("inf"), help="params")
-    ap.add_argument("--skip-sort-above", type=float, default=float("inf"), help="params")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--out",
-        type=pathlib.Path,
-        default=RESULTS / f"global_selection_{jax.default_backend()}.json",
-        help="JSON path; the markdown table goes next to it (.md)",
-    )
-    args = ap.parse_args(argv)
+    args = parse_config(Config, argv)
     variants = {}
     for v in args.variants:
         if v in ("sampled", "sampled-xla"):
             variants[v] = {"search": "sampled"}
         elif v.startswith("radix-b") and v[7:] in ("1", "2", "4"):
             variants[v] = {"search": "radix", "bits_per_pass": int(v[7:])}
-        else:
-            ap.error(f"--variants: expected sampled, sampled-xla or radix-b1/2/4, got {v!r}")
+        else:  # unreachable: parse_config checks the choices
+            raise ValueError(f"--variants: expected sampled, sampled-xla or radix-b1/2/4, "
+                             f"got {v!r}")
     ref_repeats = args.ref_repeats or args.repeats
     load_start = os.getloadavg()[0]
 
@@ -327,9 +341,10 @@ def main(argv: list[str] | None = None) -> dict:
                 f"{prof['kernels']:g} kernels.\n\n{r['profile_table']}\n"
             )
     print(text)
-    out = args.out
-    write_report(out, {"environment": env, "args": {**vars(args), "out": str(out)}, "rows": rows},
-                 text)
+    out = args.out or RESULTS / f"global_selection_{args.tag}.json"
+    write_report(out, {"environment": env, "args": {**config_to_dict(args), "out": str(out)},
+                       "rows": rows}, text)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return {"environment": env, "rows": rows}
 
 

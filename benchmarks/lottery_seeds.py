@@ -30,9 +30,9 @@ rounds differently and training amplifies it over hundreds of steps, so masks
 and accuracies of longer runs differ by chance-level amounts); the script checks masks entry by entry and every per-seed
 metric (and the trained params) and prints the largest differences.
 
-What is timed: each mode is run twice, end to end (``imp(...)`` plus
-``block_until_ready`` of its final params; for ``sequential`` the loop over
-all seeds). The first run includes compilation (reported as ``first run``);
+What is timed (:func:`sparsejax.runner.time_run`): each mode is run twice, end to
+end (``imp(...)`` plus ``block_until_ready`` of its final params; for
+``sequential`` the loop over all seeds). The first run includes compilation (reported as ``first run``);
 the second run is the timed number (``time``), with every program already
 compiled — it includes the driver's host-side work (pruning ops, record
 building, device→host transfers of the metrics), which is part of what a user
@@ -48,13 +48,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import importlib.util
 import os
 import pathlib
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -65,7 +63,14 @@ from flax import nnx
 from sparsejax import lottery
 from sparsejax.data import load_dataset
 from sparsejax.models import mnist1d_mlp
-from sparsejax.runner.output import environment, markdown_table, write_report
+from sparsejax.runner import (
+    config_to_dict,
+    environment,
+    markdown_table,
+    parse_config,
+    time_run,
+    write_report,
+)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 METRICS = ("val_accuracy", "val_loss", "test_accuracy", "max_test_accuracy",
@@ -74,17 +79,25 @@ METRICS = ("val_accuracy", "val_loss", "test_accuracy", "max_test_accuracy",
 
 @dataclasses.dataclass(frozen=True)
 class BenchConfig:
-    """Sizes of the benchmark (per seed: ``(rounds + 1) · steps`` training steps)."""
+    """Throughput of IMP (lottery tickets) for S seeds: one vmapped driver run vs S sequential runs.
+
+    Sizes: per seed ``(rounds + 1) · steps`` training steps.
+    """
 
     seeds: int = 8
-    rounds: int = 3
-    steps: int = 1000
+    rounds: int = dataclasses.field(default=3, metadata={"help": "pruning rounds after dense"})
+    steps: int = dataclasses.field(default=1000, metadata={"help": "training steps per round"})
     eval_every: int = 100
     batch_size: int = 100
     rate: float = 0.3
     lr: float = 1e-3
     val_size: int = 500
     hidden: tuple[int, ...] = (500, 500)
+    tag: str = dataclasses.field(default_factory=jax.default_backend,
+                                 metadata={"help": "output name suffix"})
+    out_dir: pathlib.Path = RESULTS
+    out: pathlib.Path | None = dataclasses.field(
+        default=None, metadata={"help": "JSON path (default OUT_DIR/lottery_seeds_<tag>.json)"})
 
 
 def _experiment():
@@ -212,18 +225,20 @@ def benchmark(cfg: BenchConfig, data: dict[str, jax.Array] | None = None,
     seed_rounds = cfg.seeds * (cfg.rounds + 1)
     results, rows = {}, []
     for mode, fn in (("sequential", run_sequential), ("vmap", run_vmap)):
-        times = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            results[mode] = fn(fns, lcfg, params0, driver_keys, data_keys)
-            times.append(time.perf_counter() - t0)
+
+        def run(mode=mode, fn=fn):
+            results[mode] = fn(fns, lcfg, params0, driver_keys, data_keys)  # blocks itself
+
+        # the first run compiles; the second, everything compiled, is the timed one
+        timing = time_run(run, repeats=1)
+        first, timed = timing.compile_s, timing.median_s
         rows.append({"mode": mode, "seeds": cfg.seeds, "rounds": cfg.rounds,
-                     "steps_per_round": cfg.steps, "first_run_s": times[0], "time_s": times[1],
-                     "seed_rounds_per_s": seed_rounds / times[1],
-                     "seed_steps_per_s": seed_rounds * cfg.steps / times[1]})
+                     "steps_per_round": cfg.steps, "first_run_s": first, "time_s": timed,
+                     "seed_rounds_per_s": seed_rounds / timed,
+                     "seed_steps_per_s": seed_rounds * cfg.steps / timed})
         if verbose:
-            print(f"{mode:10s} first run (incl. compile) {times[0]:8.2f} s, timed run "
-                  f"{times[1]:8.2f} s, {seed_rounds / times[1]:8.3f} seed-rounds/s", flush=True)
+            print(f"{mode:10s} first run (incl. compile) {first:8.2f} s, timed run "
+                  f"{timed:8.2f} s, {seed_rounds / timed:8.3f} seed-rounds/s", flush=True)
     seq_t = rows[0]["time_s"]
     for row in rows:
         row["speedup_vs_sequential"] = seq_t / row["time_s"]
@@ -237,18 +252,7 @@ def benchmark(cfg: BenchConfig, data: dict[str, jax.Array] | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
-    d = BenchConfig()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, default=d.seeds)
-    parser.add_argument("--rounds", type=int, default=d.rounds, help="pruning rounds after dense")
-    parser.add_argument("--steps", type=int, default=d.steps, help="training steps per round")
-    parser.add_argument("--eval-every", type=int, default=d.eval_every)
-    parser.add_argument("--rate", type=float, default=d.rate)
-    parser.add_argument("--tag", default=jax.default_backend(), help="output name suffix")
-    parser.add_argument("--out-dir", type=pathlib.Path, default=RESULTS)
-    args = parser.parse_args(argv)
-    cfg = BenchConfig(seeds=args.seeds, rounds=args.rounds, steps=args.steps,
-                      eval_every=args.eval_every, rate=args.rate)
+    cfg = parse_config(BenchConfig, argv)
     load_at_start = os.getloadavg()[0]
     res = benchmark(cfg)
 
@@ -265,9 +269,10 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         ],
     )
     c = res["checks"]
+    mlp = "-".join(map(str, (40, *cfg.hidden, 10)))
     diffs = ", ".join(f"{k} {v:.2g}" for k, v in c["max_metric_diff"].items())
     header = (
-        f"# IMP lottery tickets, {cfg.seeds} seeds of the MNIST-1D MLP 40-500-500-10: "
+        f"# IMP lottery tickets, {cfg.seeds} seeds of the MNIST-1D MLP {mlp}: "
         f"one vmapped driver run vs {cfg.seeds} sequential runs\n\n"
         f"Device: {env['device']} ({env['backend']}, {env['device_count']} device(s)); "
         f"jax {env['jax']}, flax {env['flax']}; {env['date']}.\n"
@@ -291,18 +296,18 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         f"over hundreds of steps until the trained weights, and so the pruned sets, differ.\n"
     )
     print("\n" + header + "\n" + table)
-    write_report(
-        args.out_dir / f"lottery_seeds_{args.tag}.json",
+    out = write_report(
+        cfg.out or cfg.out_dir / f"lottery_seeds_{cfg.tag}.json",
         {
             "benchmark": "lottery_seeds",
-            "model": "mnist1d_mlp 40-500-500-10",
-            "config": dataclasses.asdict(cfg),
-            "args": vars(args) | {"out_dir": str(args.out_dir)},
+            "model": f"mnist1d_mlp {mlp}",
+            "config": config_to_dict(cfg),
             "environment": env,
             **res,
         },
         header + "\n" + table,
     )
+    print(f"wrote {out} and {out.with_suffix('.md')}")
     return res
 
 

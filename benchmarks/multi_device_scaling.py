@@ -10,9 +10,9 @@ step. State and batches are placed with :mod:`sparsejax.parallel`
 leaf -- params, Adam moments, full-shape masks -- split over the devices); the
 step is the unchanged :func:`sparsejax.train.make_train_step`.
 
-Timing: ``--steps`` steps dispatched back to back from Python with one sync
-at the end, after a compile step and a warm-up window; median of
-``--repeats`` windows. Scaling efficiency = tokens/s on N devices / (N x
+Timing (:func:`sparsejax.runner.time_run`): ``--steps`` steps dispatched back to
+back from Python with one sync at the end, after a compile step and a warm-up
+window; median of ``--repeats`` windows. Scaling efficiency = tokens/s on N devices / (N x
 tokens/s on 1 device).
 
 Usage::
@@ -24,10 +24,8 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import pathlib
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -39,30 +37,47 @@ import sparsejax as sj
 from sparsejax import parallel
 from sparsejax import train as sj_train
 from sparsejax.models.decoder import DecoderLM, next_token_loss
-from sparsejax.runner.output import environment, markdown_table, write_report
+from sparsejax.runner import (
+    config_to_dict,
+    environment,
+    markdown_table,
+    parse_config,
+    time_run,
+    write_report,
+)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--devices", type=int, nargs="+", default=None, help="default: 1 and all")
-    ap.add_argument("--strategies", nargs="+", default=["dp", "fsdp"])
-    ap.add_argument("--vocab", type=int, default=32768)
-    ap.add_argument("--dim", type=int, default=768)
-    ap.add_argument("--depth", type=int, default=12)
-    ap.add_argument("--heads", type=int, default=12)
-    ap.add_argument("--seq", type=int, default=1024)
-    ap.add_argument("--per-device-batch", type=int, default=16)
-    ap.add_argument("--steps", type=int, default=50)
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--tag", default=jax.default_backend())
-    ap.add_argument("--out-dir", type=pathlib.Path, default=RESULTS)
-    args = ap.parse_args()
-    counts = args.devices or sorted({1, len(jax.devices())})
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Throughput of gradual-pruning training on 1 vs N devices: data parallel and FSDP."""
+
+    devices: tuple[int, ...] | None = dataclasses.field(
+        default=None, metadata={"help": "device counts (default: 1 and all)"})
+    strategies: tuple[str, ...] = ("dp", "fsdp")
+    vocab: int = 32768
+    dim: int = 768
+    depth: int = 12
+    heads: int = 12
+    seq: int = 1024
+    per_device_batch: int = 16
+    steps: int = 50
+    repeats: int = 3
+    tag: str = dataclasses.field(default_factory=jax.default_backend,
+                                 metadata={"help": "output name suffix"})
+    out_dir: pathlib.Path = RESULTS
+    out: pathlib.Path | None = dataclasses.field(
+        default=None, metadata={"help": "JSON path (default "
+                                        "OUT_DIR/multi_device_scaling_<tag>.json)"})
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    cfg = parse_config(Config, argv)
+    counts = cfg.devices or sorted({1, len(jax.devices())})
 
     def make_model():
-        return DecoderLM(args.vocab, args.dim, args.depth, args.heads, max_len=args.seq,
+        return DecoderLM(cfg.vocab, cfg.dim, cfg.depth, cfg.heads, max_len=cfg.seq,
                          dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
 
     tx = sj.pruning(
@@ -77,32 +92,34 @@ def main() -> None:
     rows = []
     base: dict[str, float] = {}
     n_params = None
-    for strategy in args.strategies:
+    for strategy in cfg.strategies:
         for n in counts:
             mesh = parallel.make_mesh(n)
             state = sj_train.create_train_state(make_model(), tx, key=jax.random.key(1))
             n_params = sum(x.size for x in jax.tree.leaves(state.params))
             state = parallel.shard_state(state, mesh, strategy)
-            batch = n * args.per_device_batch
+            batch = n * cfg.per_device_batch
             batches = []
             for _ in range(2):
-                toks = rng.integers(0, args.vocab, size=(batch, args.seq + 1)).astype(np.int32)
+                toks = rng.integers(0, cfg.vocab, size=(batch, cfg.seq + 1)).astype(np.int32)
                 batches.append(parallel.shard_batch((toks[:, :-1], toks[:, 1:]), mesh))
-            t0 = time.perf_counter()
-            state, _ = step(state, batches[0])
-            jax.block_until_ready(state)
-            compile_s = time.perf_counter() - t0
-            times = []
-            for r in range(args.repeats + 1):  # first window = warm-up
-                s = state
-                t0 = time.perf_counter()
-                for i in range(args.steps):
+            current = {"state": state}
+            del state
+
+            def compile_step(current=current, batches=batches):
+                current["state"], _ = step(current["state"], batches[0])
+                return current["state"]
+
+            def window(current=current, batches=batches):  # every window from the same state
+                s = current["state"]
+                for i in range(cfg.steps):
                     s, _ = step(s, batches[i % 2])
-                jax.block_until_ready(s)
-                if r:
-                    times.append(time.perf_counter() - t0)
-            per_step = statistics.median(times) / args.steps
-            tokens = batch * args.seq / per_step
+                return s
+
+            timing = time_run(window, repeats=cfg.repeats, warmup=1, calls=cfg.steps,
+                              first=compile_step)
+            per_step = timing.median_s
+            tokens = batch * cfg.seq / per_step
             if n == 1:
                 base[strategy] = tokens
             row = {
@@ -113,13 +130,15 @@ def main() -> None:
                 "tokens_per_s": tokens,
                 "speedup_vs_1": tokens / base[strategy] if strategy in base else None,
                 "efficiency": tokens / (n * base[strategy]) if strategy in base else None,
-                "compile_s": compile_s,
-                "times_s": times,
+                "compile_s": timing.compile_s,
+                "times_s": [t * cfg.steps for t in timing.times_s],  # window seconds
+                "step_iqr_ms": timing.iqr_s * 1e3,
             }
             rows.append(row)
             print(f"{strategy:5s} n={n} batch={batch} {per_step * 1e3:8.2f} ms/step "
                   f"{tokens:12,.0f} tok/s  x{row['speedup_vs_1'] or float('nan'):.2f}", flush=True)
-            del state, s, batches
+            current.clear()
+            del batches
     env = environment()
     table = markdown_table(rows, [
         ("strategy", "{strategy}"), ("devices", "{devices}"), ("global batch", "{global_batch}"),
@@ -130,16 +149,18 @@ def main() -> None:
         f"# Multi-device scaling of gradual-pruning training (GPT decoder, {n_params:,} params)\n\n"
         f"Device: {env['device']} x{env['device_count']} ({env['backend']}); jax {env['jax']}, "
         f"flax {env['flax']}; {env['date']}.\nCommand: `{env['command']}`. "
-        f"{args.per_device_batch} x {args.seq} tokens per device, bf16 compute, AdamW inside "
+        f"{cfg.per_device_batch} x {cfg.seq} tokens per device, bf16 compute, AdamW inside "
         "`sparsejax.pruning` (global magnitude, updates every 100 steps); median of "
-        f"{args.repeats} windows of {args.steps} steps. XLA_FLAGS: `{env['xla_flags'] or '(none)'}`.\n"
+        f"{cfg.repeats} windows of {cfg.steps} steps. XLA_FLAGS: `{env['xla_flags'] or '(none)'}`.\n"
     )
     print("\n" + table)
-    write_report(args.out_dir / f"multi_device_scaling_{args.tag}.json", {
+    out = write_report(cfg.out or cfg.out_dir / f"multi_device_scaling_{cfg.tag}.json", {
         "benchmark": "multi_device_scaling", "params": n_params,
-        "config": vars(args) | {"out_dir": str(args.out_dir)}, "environment": env,
+        "config": config_to_dict(cfg), "environment": env,
         "results": rows,
     }, header + "\n" + table)
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return rows
 
 
 if __name__ == "__main__":

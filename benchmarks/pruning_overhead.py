@@ -9,7 +9,9 @@ positions, the ``lax.cond`` that re-selects the mask on update steps and
 ``where(mask, u, -p)``.
 
 Variants, each timed as ``steps`` consecutive calls from Python followed by
-one ``block_until_ready`` (what a training loop does), median of ``repeats``:
+one ``block_until_ready`` (what a training loop does), median of ``repeats``
+windows taken round-robin over the variants after a compile step and a warm-up
+window (:func:`sparsejax.runner.time_round_robin`):
 
 * ``dense``: the plain optimizer (timed twice, ``dense`` and ``dense_again``,
   to show the run-to-run spread);
@@ -51,12 +53,9 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
-import gc
+import dataclasses
 import pathlib
-import statistics
-import time
-from typing import Any
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -68,10 +67,47 @@ import sparsejax as sj
 from sparsejax import train as sj_train
 from sparsejax.models import MLP, ResNet20
 from sparsejax.models.decoder import DecoderLM, next_token_loss
-from sparsejax.runner.output import environment, markdown_table, write_report
+from sparsejax.runner import (
+    config_to_dict,
+    environment,
+    markdown_table,
+    parse_config,
+    time_round_robin,
+    write_report,
+)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 FAR = 10**8  # a schedule beginning here never updates inside the timed window
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Cost of gradual pruning inside the train step: pruned step time over the dense step time."""
+
+    models: tuple[Literal["mlp", "resnet20", "gpt"], ...] = ("mlp", "resnet20", "gpt")
+    scopes: tuple[Literal["layer", "global"], ...] = ("layer", "global")
+    steps: int = dataclasses.field(default=200,
+                                   metadata={"help": "timed steps (multiple of 100)"})
+    repeats: int = 7
+    loop: Literal["python", "device"] = dataclasses.field(
+        default="python", metadata={"help": "python: one dispatch per step; device: all steps "
+                                            "in one jitted lax.scan"})
+    variables: bool = dataclasses.field(
+        default=False, metadata={"help": "states of nnx.Variable objects instead of plain "
+                                         "arrays (create_train_state)"})
+    variants: tuple[str, ...] | None = dataclasses.field(
+        default=None, metadata={"help": "only these variants (default: all; *_host ones need "
+                                        "--loop python)"})
+    resnet_batch: int = 128
+    mlp_batch: int = 1024
+    gpt_batch: int = 16
+    gpt_seq: int = 1024
+    tag: str = dataclasses.field(default_factory=jax.default_backend,
+                                 metadata={"help": "output name suffix"})
+    out_dir: pathlib.Path = RESULTS
+    out: pathlib.Path | None = dataclasses.field(
+        default=None, metadata={"help": "JSON path (default "
+                                        "OUT_DIR/pruning_overhead_<tag>_<loop>.json)"})
 
 
 def kernels(path: str, leaf: Any) -> bool:
@@ -97,37 +133,37 @@ def _token_batches(rng, n, batch, seq, vocab):
     return out
 
 
-def build(name: str, args: argparse.Namespace, rng: np.random.Generator):
+def build(name: str, cfg: Config, rng: np.random.Generator):
     """``(make_model, tx, batches, step_kwargs, description, params)`` for one model."""
     if name == "resnet20":
         tx = optax.chain(optax.add_decayed_weights(1e-4), optax.sgd(0.1, momentum=0.9))
-        batches = _image_batches(rng, 4, args.resnet_batch, (32, 32, 3), 10)
+        batches = _image_batches(rng, 4, cfg.resnet_batch, (32, 32, 3), 10)
         return (
             lambda key: ResNet20(rngs=nnx.Rngs(key)),
             tx,
             batches,
             {},
-            f"ResNet-20 (CIFAR), batch {args.resnet_batch}, SGD momentum + wd",
+            f"ResNet-20 (CIFAR), batch {cfg.resnet_batch}, SGD momentum + wd",
         )
     if name == "mlp":
         tx = optax.adam(1e-3)
-        batches = _image_batches(rng, 4, args.mlp_batch, (784,), 10)
+        batches = _image_batches(rng, 4, cfg.mlp_batch, (784,), 10)
         return (
             lambda key: MLP((784, 400, 10), rngs=nnx.Rngs(key)),
             tx,
             batches,
             {},
-            f"MLP 784-400-10 (318k params), batch {args.mlp_batch}, Adam",
+            f"MLP 784-400-10 (318k params), batch {cfg.mlp_batch}, Adam",
         )
     if name == "gpt":
         tx = optax.adamw(3e-4, weight_decay=0.1)
-        batches = _token_batches(rng, 4, args.gpt_batch, args.gpt_seq, 32768)
+        batches = _token_batches(rng, 4, cfg.gpt_batch, cfg.gpt_seq, 32768)
         return (
-            lambda key: DecoderLM(max_len=args.gpt_seq, dtype=jnp.bfloat16, rngs=nnx.Rngs(key)),
+            lambda key: DecoderLM(max_len=cfg.gpt_seq, dtype=jnp.bfloat16, rngs=nnx.Rngs(key)),
             tx,
             batches,
             {"loss_fn": next_token_loss, "metrics_fn": lambda logits, labels: {}},
-            f"GPT decoder (111M params), {args.gpt_batch}x{args.gpt_seq} tokens, bf16, AdamW",
+            f"GPT decoder (111M params), {cfg.gpt_batch}x{cfg.gpt_seq} tokens, bf16, AdamW",
         )
     raise ValueError(f"unknown model {name!r}")
 
@@ -142,8 +178,9 @@ def pruned_tx(tx: optax.GradientTransformation, schedule: Any, scope: str):
     )
 
 
-class Runner:
-    """One variant: its jitted step, its initial state, and a timed window of ``steps`` steps.
+class Variant:
+    """One variant: its jitted step, its initial state, its compile step and its window of
+    ``steps`` steps (timed by :func:`sparsejax.runner.time_round_robin`).
 
     ``loop="python"``: ``steps`` calls of the jitted step from Python, one sync at the
     end (what a training loop does; includes host dispatch). ``loop="device"``: the
@@ -157,13 +194,15 @@ class Runner:
         # schedule: the host knows the update steps, no lax.cond (python loop: prune_now per
         # step; device loop: make_train_loop). Windows cover steps 1 .. steps (after the
         # compile step), so the host needs the update steps below 1 + steps.
-        host = schedule is not None
-        self.update_at = set(sj.schedules.update_steps(schedule, 1 + steps).tolist()) if host else None
-        self.step = sj_train.make_train_step(**step_kwargs, host_schedule=host)
+        self.host = schedule is not None
+        self.update_at = (set(sj.schedules.update_steps(schedule, 1 + steps).tolist())
+                          if self.host else None)
+        self.step = sj_train.make_train_step(**step_kwargs, host_schedule=self.host)
         self.state = sj_train.create_train_state(
             make_model(jax.random.key(0)), tx, key=jax.random.key(1), plain_arrays=plain
         )
         self.batches, self.steps, self.loop = batches, steps, loop
+        self.host_step = 0
         if loop == "device":
             stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *batches)
             raw = sj_train.make_train_step(**step_kwargs, jit=False)
@@ -183,20 +222,21 @@ class Runner:
 
             program = jax.jit(many)
             self.many = lambda state: program(state, window)
-            if host:
-                train_loop = sj_train.make_train_loop(schedule, **step_kwargs)
+            if self.host:
+                train_loop = sj_train.make_train_loop(**step_kwargs)
                 self.many = lambda state: train_loop(state, window, self.host_step)
-        t0 = time.perf_counter()
+
+    def compile(self):
+        """The first step (python loop) or window (device loop): compiles, and advances the
+        state the windows start from."""
         self.host_step = 0
-        self.state = self._run(1) if loop == "python" else self.many(self.state)[0]
-        self.host_step = 1 if loop == "python" else steps
-        if host and loop == "python":  # compile the other value of prune_now
-            jax.block_until_ready(self.step(self.state, batches[0], prune_now=True))
-            jax.block_until_ready(self.step(self.state, batches[0], prune_now=False))
-        jax.block_until_ready(self.state)
-        self.compile_s = time.perf_counter() - t0
-        self.window()  # warm-up window (clocks, allocator), dropped
-        self.times: list[float] = []
+        python = self.loop == "python"
+        self.state = self._run(1) if python else self.many(self.state)[0]
+        self.host_step = 1 if python else self.steps
+        if self.host and python:  # compile the other value of prune_now
+            jax.block_until_ready(self.step(self.state, self.batches[0], prune_now=True))
+            jax.block_until_ready(self.step(self.state, self.batches[0], prune_now=False))
+        return self.state
 
     def _run(self, steps):
         s = self.state
@@ -210,55 +250,24 @@ class Runner:
                              prune_now=start + i in self.update_at)
         return s
 
-    def window(self) -> float:
-        # Every window starts from the same state (step counter included), so the update
-        # steps of a schedule fall at the same places in every window. Python's garbage
-        # collector runs between windows, not inside them.
-        gc.collect()
-        gc.disable()
-        try:
-            t0 = time.perf_counter()
-            out = self._run(self.steps) if self.loop == "python" else self.many(self.state)
-            jax.block_until_ready(out)
-            return time.perf_counter() - t0
-        finally:
-            gc.enable()
+    def window(self):
+        """One window of ``steps`` steps. Every window starts from the same state (step
+        counter included), so the update steps of a schedule fall at the same places in
+        every window."""
+        return self._run(self.steps) if self.loop == "python" else self.many(self.state)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", default=["mlp", "resnet20", "gpt"])
-    parser.add_argument("--scopes", nargs="+", default=["layer", "global"])
-    parser.add_argument("--steps", type=int, default=200, help="timed steps (multiple of 100)")
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument(
-        "--loop", choices=["python", "device"], default="python",
-        help="python: one dispatch per step; device: all steps in one jitted lax.scan",
-    )
-    parser.add_argument(
-        "--variables", action="store_true",
-        help="states of nnx.Variable objects instead of plain arrays (create_train_state)",
-    )
-    parser.add_argument(
-        "--variants", nargs="+", default=None,
-        help="only these variants (default: all; *_host ones need --loop python)",
-    )
-    parser.add_argument("--resnet-batch", type=int, default=128)
-    parser.add_argument("--mlp-batch", type=int, default=1024)
-    parser.add_argument("--gpt-batch", type=int, default=16)
-    parser.add_argument("--gpt-seq", type=int, default=1024)
-    parser.add_argument("--tag", default=jax.default_backend(), help="output name suffix")
-    parser.add_argument("--out-dir", type=pathlib.Path, default=RESULTS)
-    args = parser.parse_args()
+def main(argv: list[str] | None = None) -> list[dict]:
+    cfg = parse_config(Config, argv)
     rng = np.random.default_rng(0)
     rows = []
     descriptions = {}
-    for name in args.models:
-        make_model, tx, batches, step_kwargs, description = build(name, args, rng)
+    for name in cfg.models:
+        make_model, tx, batches, step_kwargs, description = build(name, cfg, rng)
         descriptions[name] = description
         # update steps at multiples of 100 counted from the state's step 1 (after the
         # compile step): begin=1 puts updates at 1, 101, 201, ... inside the window.
-        plain = not args.variables
+        plain = not cfg.variables
         # the mask mirrors the state's params (plain arrays or nnx.Variable objects)
         params = sj_train.create_train_state(
             make_model(jax.random.key(0)), optax.identity(), key=0, plain_arrays=plain).params
@@ -271,32 +280,34 @@ def main() -> None:
             ("dense_variables", "-", tx, False, None),
             ("keep_sparse", "-", sj.keep_sparse(tx, fixed), plain, None),
         ]
-        for scope in args.scopes:
+        for scope in cfg.scopes:
             schedules = {
                 "ordinary": sj.schedules.polynomial(0.0, 0.9, begin=FAR, end=FAR + 100, every=100),
-                "update": sj.schedules.polynomial(0.0, 0.9, begin=0, end=100 * args.steps, every=1),
+                "update": sj.schedules.polynomial(0.0, 0.9, begin=0, end=100 * cfg.steps, every=1),
                 "every100": sj.schedules.polynomial(
-                    0.0, 0.9, begin=1, end=1 + 100 * args.steps, every=100),
+                    0.0, 0.9, begin=1, end=1 + 100 * cfg.steps, every=100),
             }
             for label, sched in schedules.items():
                 variants.append((label, scope, pruned_tx(tx, sched, scope), plain, None))
             for label, sched in schedules.items():
                 variants.append((f"{label}_host", scope, pruned_tx(tx, sched, scope), plain, sched))
-        if args.variants:
-            variants = [v for v in variants if v[0] in args.variants or v[0] == "dense"]
-        runners = [
-            Runner(make_model, t, batches, step_kwargs, args.steps, args.loop, plain=p,
-                   schedule=host)
+        if cfg.variants:
+            variants = [v for v in variants if v[0] in cfg.variants or v[0] == "dense"]
+        runs = [
+            Variant(make_model, t, batches, step_kwargs, cfg.steps, cfg.loop, plain=p,
+                    schedule=host)
             for _, _, t, p, host in variants
         ]
-        for _ in range(args.repeats):  # round-robin: drifts hit every variant alike
-            for runner in runners:
-                runner.times.append(runner.window())
+        # each compiled and warmed up (one window), then round-robin: drifts hit every
+        # variant alike
+        timings = time_round_robin([r.window for r in runs], repeats=cfg.repeats, warmup=1,
+                                   calls=cfg.steps, first=[r.compile for r in runs])
+        del runs
         dense_median = None
-        for (variant, scope, _, plain_state, _), runner in zip(variants, runners, strict=True):
-            compile_s, times = runner.compile_s, runner.times
-            median = statistics.median(times)
-            per_step = median / args.steps
+        for (variant, scope, _, plain_state, _), timing in zip(variants, timings, strict=True):
+            compile_s = timing.compile_s
+            times = [t * cfg.steps for t in timing.times_s]  # window seconds
+            per_step = timing.median_s
             dense_median = per_step if variant == "dense" else dense_median
             row = {
                 "model": name,
@@ -304,12 +315,13 @@ def main() -> None:
                 "params": int(n_params),
                 "variant": variant,
                 "scope": scope,
-                "steps": args.steps,
-                "loop": args.loop,
+                "steps": cfg.steps,
+                "loop": cfg.loop,
                 "state": "plain arrays" if plain_state else "nnx.Variable",
                 "compile_s": compile_s,
                 "times_s": times,
                 "step_ms": per_step * 1e3,
+                "step_iqr_ms": timing.iqr_s * 1e3,
                 "ratio_vs_dense": per_step / dense_median,
             }
             rows.append(row)
@@ -332,10 +344,10 @@ def main() -> None:
         ],
     )
     header = (
-        f"# Gradual pruning overhead: pruned vs dense train step ({args.loop} loop)\n\n"
+        f"# Gradual pruning overhead: pruned vs dense train step ({cfg.loop} loop)\n\n"
         f"Device: {env['device']} ({env['backend']}); jax {env['jax']}, flax {env['flax']}, "
         f"optax {env['optax']}; {env['date']}.\nCommand: `{env['command']}`. Median of "
-        f"{args.repeats} windows of {args.steps} steps per variant, variants timed round-robin "
+        f"{cfg.repeats} windows of {cfg.steps} steps per variant, variants timed round-robin "
         "(`python` loop: steps dispatched back to back, one sync per window; `device` loop: "
         "the window is one jitted `lax.scan` keeping the metrics of every step, over `steps` "
         "batches in device memory, the same for every variant). `ordinary` = "
@@ -348,16 +360,18 @@ def main() -> None:
         + "\n"
     )
     print("\n" + table)
-    write_report(
-        args.out_dir / f"pruning_overhead_{args.tag}_{args.loop}.json",
+    out = write_report(
+        cfg.out or cfg.out_dir / f"pruning_overhead_{cfg.tag}_{cfg.loop}.json",
         {
             "benchmark": "pruning_overhead",
-            "config": vars(args) | {"out_dir": str(args.out_dir)},
+            "config": config_to_dict(cfg),
             "environment": env,
             "results": rows,
         },
         header + "\n" + table,
     )
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return rows
 
 
 if __name__ == "__main__":

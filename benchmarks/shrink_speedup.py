@@ -15,10 +15,11 @@ a CIFAR ResNet-56 by their L1 norm; the block's internal channels (``conv1`` out
    the shrunk model (62,964,352 at 50 %), and the masked model's nonzero FLOPs (which
    must equal the shrunk model's);
 5. times the jitted eval-mode forward pass of both models (``--dtype`` float32 or
-   bfloat16) for each ``--batch`` size: compile + ``--warmup`` calls, then ``--repeats``
-   repetitions of ``--iters`` calls each; the table gives the median time per call with
-   the calls dispatched back to back and one ``block_until_ready`` at the end
-   (throughput), and beside it the latency with a block after every call;
+   bfloat16) for each ``--batch`` size with :func:`sparsejax.runner.time_calls`: compile
+   + ``--warmup`` calls, then ``--repeats`` repetitions of ``--iters`` calls each; the
+   table gives the median time per call with the calls dispatched back to back and one
+   ``block_until_ready`` at the end (throughput), and beside it the latency with a block
+   after every call;
 6. with ``--profile``, traces ``--iters`` calls of each model per batch size with
    :func:`sparsejax.runner.kernel_times` and records the device-busy time, the
    kernels per call and the longest kernels (GPU): where the FLOPs saving is lost.
@@ -39,11 +40,10 @@ References:
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import pathlib
-import statistics
-import time
+from typing import Literal
 
 import jax
 import jax.numpy as jnp
@@ -53,12 +53,53 @@ from flax import nnx
 import sparsejax as sj
 from sparsejax.metrics import flops
 from sparsejax.models import CifarResNet
-from sparsejax.runner import environment, jit_flat_state, markdown_table, write_report
-from sparsejax.runner.profiling import kernel_times
+from sparsejax.runner import (
+    config_to_dict,
+    environment,
+    jit_flat_state,
+    markdown_table,
+    parse_config,
+    time_calls,
+    write_report,
+)
 from sparsejax.shrink import coupled_groups, group_mask, keep_sets, shrink
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 PRUNABLE = r"^blocks/\d+/conv1/kernel$"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Inference speedup of a physically shrunk ResNet-56 vs the dense one (L1 filter pruning)."""
+
+    batch: tuple[int, ...] = dataclasses.field(default=(256,), metadata={"help": "batch sizes"})
+    depth: int = dataclasses.field(default=56, metadata={"help": "ResNet depth 6n+2"})
+    shortcut: Literal["A", "B"] = "A"
+    sparsity: float = dataclasses.field(default=0.5,
+                                        metadata={"help": "filters pruned per layer"})
+    repeats: int = dataclasses.field(default=10,
+                                     metadata={"help": "timed repetitions (median)"})
+    iters: int = dataclasses.field(default=5, metadata={"help": "calls per timed repetition"})
+    warmup: int = dataclasses.field(default=3,
+                                    metadata={"help": "untimed calls after compiling"})
+    seed: int = 0
+    dtype: Literal["float32", "bfloat16"] = dataclasses.field(
+        default="float32",
+        metadata={"help": "parameters, statistics and inputs of the timed forward"})
+    precision: Literal["default", "high", "highest"] = dataclasses.field(
+        default="default",
+        metadata={"help": "jax.default_matmul_precision of the timed forward: 'default' lets "
+                          "float32 convolutions use TF32 on NVIDIA GPUs, 'highest' is full "
+                          "float32 arithmetic"})
+    profile: bool = dataclasses.field(
+        default=False, metadata={"help": "per-kernel device times of both models "
+                                         "(jax.profiler trace)"})
+    tag: str = dataclasses.field(default_factory=jax.default_backend,
+                                 metadata={"help": "output name suffix"})
+    out: pathlib.Path | None = dataclasses.field(
+        default=None, metadata={"help": "JSON output path (default "
+                                        "results/benchmarks/shrink_speedup_<tag>.json; a .md "
+                                        "beside it)"})
 
 
 def forward_fn(model: nnx.Module, dtype=jnp.float32, precision: str | None = None):
@@ -118,53 +159,23 @@ def conv_traffic(model: CifarResNet, batch: int, itemsize: int) -> dict[str, flo
     return {"bytes": float(total * itemsize)}
 
 
-def time_forward(f, state, x, warmup: int, repeats: int, iters: int) -> dict:
-    """Median seconds per call: ``latency`` blocks after every call; ``pipelined`` (the
-    throughput figure the table reports) dispatches ``iters`` calls and blocks once."""
-    t0 = time.perf_counter()
-    f(state, x).block_until_ready()
-    compile_s = time.perf_counter() - t0
-    for _ in range(warmup):
-        f(state, x).block_until_ready()
-    latency, pipelined = [], []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(iters):
-            f(state, x).block_until_ready()
-        latency.append((time.perf_counter() - t0) / iters)
-        t0 = time.perf_counter()
-        out = [f(state, x) for _ in range(iters)]
-        jax.block_until_ready(out)
-        pipelined.append((time.perf_counter() - t0) / iters)
-    return {"compile_s": compile_s, "latency_times_s": latency, "times_s": pipelined,
-            "latency_median_s": statistics.median(latency),
-            "median_s": statistics.median(pipelined)}  # fmt: skip
+def time_forward(f, state, x, warmup: int, repeats: int, iters: int,
+                 device_calls: int = 0) -> dict:
+    """Median seconds per call: ``pipelined`` (the throughput figure the table reports)
+    dispatches ``iters`` calls and blocks once, ``latency`` blocks after every call;
+    with ``device_calls``, also the device time per call (``kernel_times``)."""
+    pipelined = time_calls(f, state, x, repeats=repeats, calls=iters, warmup=warmup,
+                           device_calls=device_calls)
+    latency = time_calls(f, state, x, repeats=repeats, calls=iters, warmup=0, block_each=True)
+    return {"compile_s": pipelined.compile_s, "latency_times_s": list(latency.times_s),
+            "times_s": list(pipelined.times_s), "latency_median_s": latency.median_s,
+            "median_s": pipelined.median_s, "iqr_s": pipelined.iqr_s,
+            "latency_iqr_s": latency.iqr_s, "device": pipelined.device}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batch", type=int, nargs="+", default=[256], help="batch sizes")
-    parser.add_argument("--depth", type=int, default=56, help="ResNet depth 6n+2")
-    parser.add_argument("--shortcut", choices=("A", "B"), default="A")
-    parser.add_argument("--sparsity", type=float, default=0.5, help="filters pruned per layer")
-    parser.add_argument("--repeats", type=int, default=10, help="timed repetitions (median)")
-    parser.add_argument("--iters", type=int, default=5, help="calls per timed repetition")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed calls after compiling")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
-                        help="parameters, statistics and inputs of the timed forward")  # fmt: skip
-    parser.add_argument("--precision", choices=("default", "high", "highest"), default="default",
-                        help="jax.default_matmul_precision of the timed forward: 'default' lets "
-                             "float32 convolutions use TF32 on NVIDIA GPUs, 'highest' is full "
-                             "float32 arithmetic")  # fmt: skip
-    parser.add_argument("--profile", action="store_true",
-                        help="per-kernel device times of both models (jax.profiler trace)")
-    parser.add_argument(
-        "--out", type=pathlib.Path, default=None,
-        help="JSON output path (default results/shrink_speedup_<backend>.json; a .md beside it)",
-    )  # fmt: skip
-    args = parser.parse_args()
-    out = args.out or RESULTS / f"shrink_speedup_{jax.default_backend()}.json"
+def main(argv: list[str] | None = None) -> list[dict]:
+    args = parse_config(Config, argv)
+    out = args.out or RESULTS / f"shrink_speedup_{args.tag}.json"
     load_at_start = os.getloadavg()[0]
 
     dense = CifarResNet(args.depth, (32, 32, 3), 10, shortcut=args.shortcut,
@@ -217,8 +228,12 @@ def main() -> None:
     rows, profiles = [], []
     for b in args.batch:
         x = jax.device_put(jnp.asarray(rng.normal(size=(b, 32, 32, 3)), dtype))
-        td = time_forward(f_dense, s_dense, x, args.warmup, args.repeats, args.iters)
-        ts = time_forward(f_small, s_small, x, args.warmup, args.repeats, args.iters)
+        device_calls = args.iters if args.profile else 0
+        td = time_forward(f_dense, s_dense, x, args.warmup, args.repeats, args.iters,
+                          device_calls)
+        ts = time_forward(f_small, s_small, x, args.warmup, args.repeats, args.iters,
+                          device_calls)
+        profile = {"dense": td.pop("device"), "shrunk": ts.pop("device")}
         row = {
             "batch_size": b,
             "dense": td,
@@ -239,8 +254,7 @@ def main() -> None:
         row["traffic_gb"] = {"dense": traffic[0] / 1e9, "shrunk": traffic[1] / 1e9}
         row["traffic_speedup"] = traffic[0] / traffic[1]
         if args.profile:
-            for name, f, s in (("dense", f_dense, s_dense), ("shrunk", f_small, s_small)):
-                prof = kernel_times(f, s, x, calls=args.iters)
+            for name, prof in profile.items():
                 row[f"{name}_profile"] = prof.to_dict()
                 profiles.append((b, name, prof))
         rows.append(row)
@@ -303,7 +317,7 @@ def main() -> None:
         {
             "benchmark": "shrink_speedup",
             "model": f"ResNet{args.depth}{args.shortcut}",
-            "config": vars(args) | {"out": str(out)},
+            "config": config_to_dict(args) | {"out": str(out)},
             "environment": env,
             "parameters": {"dense": n_dense, "shrunk": n_small},
             "flops_per_example": {
@@ -317,6 +331,8 @@ def main() -> None:
         },
         "\n\n".join(sections),
     )
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return rows
 
 
 if __name__ == "__main__":

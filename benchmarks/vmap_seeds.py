@@ -15,8 +15,9 @@ Models (``--model``): :class:`sparsejax.models.LeNet300100` (784-300-100-10,
 
 Batches are random, pre-generated and already on the device, so the numbers
 measure the training step, not the input pipeline. Each configuration is
-compiled first (compile time reported separately), then timed ``repeats``
-times; the table gives the median. Throughput counts every seed:
+compiled first (one step; compile time reported separately), then the whole
+run (all seeds, ``steps`` steps each) is timed ``repeats`` times with
+:func:`sparsejax.runner.time_run`; the table gives the median. Throughput counts every seed:
 ``seed_steps/s = S * steps / time``, ``examples/s = B * seed_steps/s``.
 
 Usage::
@@ -28,11 +29,11 @@ Usage::
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import os
 import pathlib
-import statistics
-import time
+from collections.abc import Callable
+from typing import Literal
 
 import jax
 import numpy as np
@@ -41,7 +42,15 @@ from flax import nnx
 
 from sparsejax import train as sj_train
 from sparsejax.models import MNIST1DCNN, LeNet300100
-from sparsejax.runner.output import environment, markdown_table, write_report
+from sparsejax.runner import (
+    Timing,
+    config_to_dict,
+    environment,
+    markdown_table,
+    parse_config,
+    time_run,
+    write_report,
+)
 
 RESULTS = pathlib.Path(__file__).resolve().parents[1] / "results" / "benchmarks"
 
@@ -58,15 +67,31 @@ MODELS = {
         "MNIST1DCNN (5,210 params, length 40)",
     ),
 }
-make_model = MODELS["lenet300100"][0]
-INPUT_SHAPE = MODELS["lenet300100"][1]
 
 
-def staged_batches(rng: np.random.Generator, steps: int, shape: tuple[int, ...]) -> list:
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Throughput of S seeds trained in one vmapped step vs S sequential runs."""
+
+    model: Literal["lenet300100", "mnist1d_cnn"] = "lenet300100"
+    seeds: int = 8
+    batch_sizes: tuple[int, ...] = (32, 128)
+    steps: int = dataclasses.field(default=40, metadata={"help": "timed steps per seed"})
+    repeats: int = 3
+    tag: str = dataclasses.field(default_factory=jax.default_backend,
+                                 metadata={"help": "output name suffix"})
+    out_dir: pathlib.Path = RESULTS
+    out: pathlib.Path | None = dataclasses.field(
+        default=None, metadata={"help": "JSON path (default OUT_DIR/vmap_seeds_<tag>.json, "
+                                        "vmap_seeds_<model>_<tag>.json for other models)"})
+
+
+def staged_batches(rng: np.random.Generator, steps: int, shape: tuple[int, ...],
+                   input_shape: tuple[int, ...]) -> list:
     """``steps`` device-resident ``(x, y)`` batches with leading axes ``shape`` (B,) or (S, B)."""
     return [
         (
-            jax.device_put(rng.normal(size=(*shape, *INPUT_SHAPE)).astype(np.float32)),
+            jax.device_put(rng.normal(size=(*shape, *input_shape)).astype(np.float32)),
             jax.device_put(rng.integers(0, 10, size=shape).astype(np.int32)),
         )
         for _ in range(steps)
@@ -80,78 +105,63 @@ def run_steps(step, state, batches):
     return state
 
 
-def bench_sequential(keys, tx, batches, repeats):
+def bench_sequential(make_model: Callable, keys, tx, batches, repeats: int) -> Timing:
+    """``S`` single-seed states, one after the other; compiled by one step of seed 0."""
     step = sj_train.make_train_step()
     states = []
     for k in keys:
         k_model, k_drop = jax.random.split(k)
         states.append(sj_train.create_train_state(make_model(k_model), tx, key=k_drop))
-    t0 = time.perf_counter()
-    jax.block_until_ready(step(states[0], batches[0]))
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
+
+    def run():
         for state in states:
             run_steps(step, state, batches)
-        times.append(time.perf_counter() - t0)
-    return compile_s, times
+
+    return time_run(run, repeats=repeats, first=lambda: step(states[0], batches[0]))
 
 
-def bench_vmap(keys, tx, batches, repeats, per_seed_batches):
+def bench_vmap(make_model: Callable, keys, tx, batches, repeats: int,
+               per_seed_batches: bool) -> Timing:
+    """One state with a leading seed axis, one vmapped step; compiled by one step."""
     step = sj_train.make_train_step(vmap_seeds=True, per_seed_batches=per_seed_batches)
     state = sj_train.create_train_states(make_model, tx, keys)
-    t0 = time.perf_counter()
-    jax.block_until_ready(step(state, batches[0]))
-    compile_s = time.perf_counter() - t0
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        run_steps(step, state, batches)
-        times.append(time.perf_counter() - t0)
-    return compile_s, times
+    return time_run(lambda: run_steps(step, state, batches), repeats=repeats,
+                    first=lambda: step(state, batches[0]))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--model", choices=sorted(MODELS), default="lenet300100")
-    parser.add_argument("--seeds", type=int, default=8)
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128])
-    parser.add_argument("--steps", type=int, default=40, help="timed steps per seed")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--tag", default=jax.default_backend(), help="output name suffix")
-    parser.add_argument("--out-dir", type=pathlib.Path, default=RESULTS)
-    args = parser.parse_args()
-    global make_model, INPUT_SHAPE
-    make_model, INPUT_SHAPE, description = MODELS[args.model]
+def main(argv: list[str] | None = None) -> list[dict]:
+    cfg = parse_config(Config, argv)
+    make_model, input_shape, description = MODELS[cfg.model]
     load_at_start = os.getloadavg()[0]
 
     tx = optax.sgd(0.1, momentum=0.9)
-    keys = jax.random.split(jax.random.key(0), args.seeds)
+    keys = jax.random.split(jax.random.key(0), cfg.seeds)
     rng = np.random.default_rng(0)
     rows = []
-    for batch_size in args.batch_sizes:
-        shared = staged_batches(rng, args.steps, (batch_size,))
-        per_seed = staged_batches(rng, args.steps, (args.seeds, batch_size))
+    for batch_size in cfg.batch_sizes:
+        shared = staged_batches(rng, cfg.steps, (batch_size,), input_shape)
+        per_seed = staged_batches(rng, cfg.steps, (cfg.seeds, batch_size), input_shape)
         runs = {
-            "sequential": bench_sequential(keys, tx, shared, args.repeats),
-            "vmap": bench_vmap(keys, tx, shared, args.repeats, per_seed_batches=False),
-            "vmap_per_seed_batches": bench_vmap(keys, tx, per_seed, args.repeats, True),
+            "sequential": bench_sequential(make_model, keys, tx, shared, cfg.repeats),
+            "vmap": bench_vmap(make_model, keys, tx, shared, cfg.repeats, False),
+            "vmap_per_seed_batches": bench_vmap(make_model, keys, tx, per_seed, cfg.repeats,
+                                                True),
         }
         base = None
-        for mode, (compile_s, times) in runs.items():
-            median = statistics.median(times)
-            seed_steps = args.seeds * args.steps / median
+        for mode, timing in runs.items():
+            median = timing.median_s
+            seed_steps = cfg.seeds * cfg.steps / median
             base = seed_steps if mode == "sequential" else base
             rows.append(
                 {
                     "mode": mode,
                     "batch_size": batch_size,
-                    "seeds": args.seeds,
-                    "steps_per_seed": args.steps,
-                    "compile_s": compile_s,
-                    "times_s": times,
+                    "seeds": cfg.seeds,
+                    "steps_per_seed": cfg.steps,
+                    "compile_s": timing.compile_s,
+                    "times_s": list(timing.times_s),
                     "median_s": median,
+                    "iqr_s": timing.iqr_s,
                     "seed_steps_per_s": seed_steps,
                     "examples_per_s": seed_steps * batch_size,
                     "speedup_vs_sequential": seed_steps / base,
@@ -176,30 +186,32 @@ def main() -> None:
         ],
     )
     header = (
-        f"# {args.seeds} seeds of {description}: vmapped vs sequential\n\n"
+        f"# {cfg.seeds} seeds of {description}: vmapped vs sequential\n\n"
         f"Device: {env['device']} ({env['backend']}, {env['device_count']} device(s)); "
         f"jax {env['jax']}, flax {env['flax']}; {env['date']}.\n"
         f"Command: `{env['command']}` (XLA_FLAGS={env['xla_flags']!r}). Median of "
-        f"{args.repeats} runs of {args.steps} steps per seed, batches pre-staged on the device, "
+        f"{cfg.repeats} runs of {cfg.steps} steps per seed, batches pre-staged on the device, "
         f"SGD momentum 0.9. Host load average (1 min) {load_at_start:.1f} at the start, "
         f"{env['load_average_1m']['end']:.1f} at the end ({env['cpu_count']} CPUs).\n"
     )
     print("\n" + table)
-    stem = f"vmap_seeds_{args.tag}" if args.model == "lenet300100" else (
-        f"vmap_seeds_{args.model}_{args.tag}"
+    stem = f"vmap_seeds_{cfg.tag}" if cfg.model == "lenet300100" else (
+        f"vmap_seeds_{cfg.model}_{cfg.tag}"
     )
-    write_report(
-        args.out_dir / f"{stem}.json",
+    out = write_report(
+        cfg.out or cfg.out_dir / f"{stem}.json",
         {
             "benchmark": "vmap_seeds",
             "model": description,
             "optimizer": "sgd(0.1, momentum=0.9)",
-            "config": vars(args) | {"out_dir": str(args.out_dir)},
+            "config": config_to_dict(cfg),
             "environment": env,
             "results": rows,
         },
         header + "\n" + table,
     )
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+    return rows
 
 
 if __name__ == "__main__":

@@ -42,7 +42,6 @@ from sparsejax.train import (
     create_train_states,
     evaluate,
     train,
-    train_many_seeds,
 )
 
 # (dataset, model) -> (steps, batch size, learning rate, model kwargs)
@@ -100,7 +99,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
                       eval_every=min(cfg.eval_every, steps), progress=cfg.progress)
         if vmap:
             state = create_train_states(make_model, optax.adam(lr), keys)
-            state, history = train_many_seeds(state, data.x_train, data.y_train,
+            state, history = train(state, data.x_train, data.y_train, vmap_seeds=True,
                                               seed=list(range(seeds)), **common)
             res = evaluate(state, data.x_test, data.y_test, vmap_seeds=True)
             best = np.max([h["accuracy"] for h in history["eval"]], axis=0)

@@ -90,7 +90,7 @@ from sparsejax.runner import (
     prepare_output_dir,
     write_json,
 )
-from sparsejax.train import create_train_state, evaluate, train
+from sparsejax.train import create_train_state, evaluate, make_train_step, train
 from sparsejax.tree import named_leaves, path_str
 
 GATES = ("fbs", "hard_concrete")
@@ -238,16 +238,14 @@ def main(argv: list[str] | None = None) -> dict:
 
         # ------------------------------------------------------------ static L1 filter pruning
         ft_inner = optax.adam(cfg.finetune_lr)
-        static_tx = sj.keep_sparse(ft_inner, sj.init_mask)
+        static_tx = sj.keep_sparse(ft_inner)  # all-keep; each density's mask set below
         for d in cfg.densities:
             ks = dict(zip(layers, probe.active_k(d), strict=True))
             mask = filter_mask(dense_params, costs, ks)
-            # One optimizer object for every density (the mask lives in the optimizer state,
-            # initialised per density), so the fine-tuning step compiles once.
-            pruned = sj.apply_mask(dense_params, mask)
-            st = create_train_state(nnx.merge(state.graphdef, pruned, state.rest), static_tx,
-                                    key=k_train)
-            st = st.replace(opt_state=sj.keep_sparse(ft_inner, mask).init(pruned))
+            # One optimizer object for every density (the mask lives in the optimizer state),
+            # so the fine-tuning step compiles once.
+            st = create_train_state(nnx.merge(state.graphdef, dense_params, state.rest),
+                                    static_tx, key=k_train).with_mask(mask)
             before = evaluate(st, x_te, y_te)["accuracy"]
             st, _ = train(st, x_tr, y_tr, batch_size=cfg.batch_size, seed=seed,
                           steps=cfg.finetune_steps, progress=cfg.progress)
@@ -267,8 +265,8 @@ def main(argv: list[str] | None = None) -> dict:
             load_gated(model, dense_params, cfg)
             gst = create_train_state(model, optax.adam(cfg.finetune_lr), key=k_train)
             lam = cfg.fbs_l1 if gate == "fbs" else cfg.l0_penalty
-            step = dynamic.make_gated_train_step(min_density=cfg.min_density, penalty=lam,
-                                                 sandwich=cfg.sandwich)
+            step = make_train_step(forward=dynamic.sampled_density_forward(
+                min_density=cfg.min_density, penalty=lam, sandwich=cfg.sandwich))
             gst, _ = train(gst, x_tr, y_tr, batch_size=cfg.batch_size, seed=seed,
                            steps=cfg.finetune_steps, train_step=step, progress=cfg.progress)
             model = gst.model()
@@ -295,8 +293,8 @@ def main(argv: list[str] | None = None) -> dict:
                 fixed = make_gated(k_gates, gate)
                 load_gated(fixed, dense_params, cfg)
                 fst = create_train_state(fixed, optax.adam(cfg.finetune_lr), key=k_train)
-                fstep = dynamic.make_gated_train_step(min_density=d, max_density=d,
-                                                      penalty=lam, sandwich=False)
+                fstep = make_train_step(forward=dynamic.sampled_density_forward(
+                    min_density=d, max_density=d, penalty=lam, sandwich=False))
                 fst, _ = train(fst, x_tr, y_tr, batch_size=cfg.batch_size, seed=seed,
                                steps=cfg.finetune_steps, train_step=fstep,
                                progress=cfg.progress)

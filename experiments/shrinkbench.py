@@ -73,7 +73,7 @@ from sparsejax.train import (
     TrainState,
     create_train_states,
     evaluate,
-    train_many_seeds,
+    train,
 )
 
 ONE_SHOT = {
@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> dict:
     keys = jax.random.split(jax.random.key(0), cfg.seeds)
     dense = create_train_states(make_model, optax.adam(cfg.lr), keys)
     data_seeds = list(range(cfg.seeds))
-    dense, _ = train_many_seeds(dense, x_tr, y_tr, batch_size=cfg.batch_size, seed=data_seeds,
+    dense, _ = train(dense, x_tr, y_tr, vmap_seeds=True, batch_size=cfg.batch_size, seed=data_seeds,
                                 epochs=cfg.train_epochs, progress=cfg.progress)
     dense_eval = evaluate(dense, x_te, y_te, vmap_seeds=True)
     graphdef = dense.graphdef
@@ -229,24 +229,18 @@ def main(argv: list[str] | None = None) -> dict:
             bars[cfg_row["method"]] = [stats[n] for n in layer_names]
 
     if configs:
-        inner = optax.adam(cfg.finetune_lr)
-        tx = sj.keep_sparse(inner, sj.init_mask)  # the per-run masks live in the opt state
-        params_b, masks_b = stack(ft_params), stack(ft_masks)
         n = len(configs)
-        ft = TrainState(
-            step=jnp.zeros(n, jnp.int32),
-            params=params_b,
-            rest=stack([rest0] * n),
-            opt_state=jax.vmap(lambda p, m: sj.keep_sparse(inner, m).init(p))(params_b, masks_b),
-            key=jax.random.split(jax.random.key(1), n),
-            epoch=jnp.zeros(n, jnp.int32),
-            batch=jnp.zeros(n, jnp.int32),
+        # One optimizer for all runs (one compilation); each run's mask lives in its opt state.
+        ft = TrainState.create(
             graphdef=graphdef,
-            tx=tx,
-        )
+            params=stack(ft_params),
+            rest=stack([rest0] * n),
+            tx=sj.keep_sparse(optax.adam(cfg.finetune_lr)),
+            key=jax.random.split(jax.random.key(1), n),
+        ).with_mask(stack(ft_masks))
         before = evaluate(ft, x_te, y_te, vmap_seeds=True)["accuracy"]
         print(f"fine-tuning {n} pruned models in one vmapped program ...")
-        ft, _ = train_many_seeds(ft, x_tr, y_tr, batch_size=cfg.batch_size,
+        ft, _ = train(ft, x_tr, y_tr, vmap_seeds=True, batch_size=cfg.batch_size,
                                  seed=[c["seed"] for c in configs],
                                  epochs=cfg.finetune_epochs, progress=cfg.progress)
         after = evaluate(ft, x_te, y_te, vmap_seeds=True)
@@ -269,14 +263,9 @@ def main(argv: list[str] | None = None) -> dict:
                                                  every=cfg.gradual_every),
                 scope="layer",
             )
-            st = TrainState(
-                step=jnp.zeros(cfg.seeds, jnp.int32), params=dense.params, rest=dense.rest,
-                opt_state=jax.vmap(tx.init)(dense.params),
-                key=jax.random.split(jax.random.key(2), cfg.seeds),
-                epoch=jnp.zeros(cfg.seeds, jnp.int32), batch=jnp.zeros(cfg.seeds, jnp.int32),
-                graphdef=graphdef, tx=tx,
-            )
-            st, _ = train_many_seeds(st, x_tr, y_tr, batch_size=cfg.batch_size, seed=data_seeds,
+            st = TrainState.create(graphdef=graphdef, params=dense.params, rest=dense.rest, tx=tx,
+                                   key=jax.random.split(jax.random.key(2), cfg.seeds))
+            st, _ = train(st, x_tr, y_tr, vmap_seeds=True, batch_size=cfg.batch_size, seed=data_seeds,
                                      epochs=cfg.finetune_epochs, progress=cfg.progress)
             res = evaluate(st, x_te, y_te, vmap_seeds=True)
             for s in range(cfg.seeds):

@@ -68,13 +68,13 @@ from sparsejax.runner import (
 )
 from sparsejax.shrink import shrink
 from sparsejax.structures import InputChannels, Neurons
-from sparsejax.train import create_train_state, evaluate, train
+from sparsejax.train import create_train_state, evaluate, make_train_step, train
 from sparsejax.tree import named_leaves
 from sparsejax.variational import (
     VDLeNet5,
     VDLeNet300100,
+    kl_penalty,
     kl_warmup,
-    make_vd_train_step,
     to_plain,
 )
 
@@ -165,7 +165,8 @@ def _train_vd(cfg: Config, vd_model: nnx.Module, tx, steps: int, split, **kw):
     """``(state, history, seconds)`` of ``steps`` ELBO steps (KL warmed up)."""
     x_tr, y_tr = split[:2]
     state = create_train_state(vd_model, tx, key=cfg.seed)
-    step = make_vd_train_step(x_tr.shape[0], kl_warmup(min(cfg.vd_warmup, steps)))
+    kl = kl_penalty(x_tr.shape[0], kl_warmup(min(cfg.vd_warmup, steps)))
+    step = make_train_step(penalty=kl)
     t0 = time.perf_counter()
     state, history = train(state, x_tr, y_tr, batch_size=cfg.batch_size, seed=cfg.seed,
                            steps=steps, train_step=step, progress=cfg.progress, **kw)

@@ -65,7 +65,7 @@ import optax
 from flax import nnx
 
 import sparsejax as sj
-from sparsejax import criteria, metrics, scores
+from sparsejax import metrics, scores
 from sparsejax.data import load_dataset
 from sparsejax.models import MNIST1DCNN, LeNet5
 from sparsejax.runner import (
@@ -84,7 +84,7 @@ from sparsejax.sensitivity import (
     plot_sensitivity_curves,
     plot_sensitivity_heatmap,
 )
-from sparsejax.train import TrainState, create_train_states, evaluate, train_many_seeds
+from sparsejax.train import TrainState, create_train_states, evaluate, train
 from sparsejax.tree import named_leaves
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> dict:
     # ---------------------------------------------------------------- dense training
     keys = jax.random.split(jax.random.key(0), cfg.seeds)
     dense = create_train_states(make_model, optax.adam(cfg.lr), keys)
-    dense, _ = train_many_seeds(dense, x_tr, y_tr, batch_size=cfg.batch_size,
+    dense, _ = train(dense, x_tr, y_tr, vmap_seeds=True, batch_size=cfg.batch_size,
                                 seed=list(range(cfg.seeds)), epochs=cfg.train_epochs,
                                 progress=cfg.progress)
     dense_eval = evaluate(dense, x_te, y_te, vmap_seeds=True)
@@ -256,13 +256,13 @@ def main(argv: list[str] | None = None) -> dict:
 
     def unit_scores(kind, p, seed, key_offset=0):
         if kind == "l1":
-            return criteria.filter_norm(p, 1, prunable=prunable)
+            return scores.filter_norm(p, 1, prunable=prunable)
         if kind == "l2":
-            return criteria.filter_norm(p, 2, prunable=prunable)
+            return scores.filter_norm(p, 2, prunable=prunable)
         if kind == "taylor":
-            return criteria.mean_group_taylor(loss_fn, p, score_batches, prunable=prunable)
+            return scores.mean_group_taylor(loss_fn, p, score_batches, prunable=prunable)
         if kind == "random":
-            return criteria.random_units(p, jax.random.key(1000 * seed + 7 + key_offset),
+            return scores.random_units(p, jax.random.key(1000 * seed + 7 + key_offset),
                                          prunable=prunable)
         model = nnx.merge(graphdef, p, rest0)
         acts = activations(model, oracle_batch[0])
@@ -275,9 +275,9 @@ def main(argv: list[str] | None = None) -> dict:
                                                for k in CORRELATED}
     for s in range(cfg.seeds):
         p = unstack(dense.params, s)
-        orc = criteria.oracle(loss_fn, p, oracle_batch, prunable=prunable, chunk_size=64)
+        orc = scores.oracle(loss_fn, p, oracle_batch, prunable=prunable, chunk_size=64)
         for kind in CORRELATED:
-            rho = criteria.rank_correlation(unit_scores(kind, p, s), orc, prunable=prunable)
+            rho = scores.rank_correlation(unit_scores(kind, p, s), orc, prunable=prunable)
             for path, v in rho.items():
                 corr[kind][path].append(float(v))
     print(f"[{time.perf_counter() - t_start:.0f} s] oracle and rank correlations done")
@@ -316,20 +316,17 @@ def main(argv: list[str] | None = None) -> dict:
                         structure=sj.Neurons(), scope=scope, normalize=NORMALIZE.get(method))
 
     def finetune(params_list, masks_list, epochs, seeds_of):
-        inner = optax.adam(cfg.finetune_lr)
         n = len(params_list)
-        params_b, masks_b = stack(params_list), stack(masks_list)
-        params_b = jax.vmap(sj.apply_mask)(params_b, masks_b)
-        st = TrainState(
-            step=jnp.zeros(n, jnp.int32), params=params_b, rest=stack([rest0] * n),
-            opt_state=jax.vmap(lambda q, m: sj.keep_sparse(inner, m).init(q))(params_b, masks_b),
-            key=jax.random.split(jax.random.key(1), n), epoch=jnp.zeros(n, jnp.int32),
-            batch=jnp.zeros(n, jnp.int32), graphdef=graphdef,
-            tx=sj.keep_sparse(inner, sj.init_mask),
-        )
+        # One optimizer for all runs; with_mask zeroes each run's pruned weights and puts its
+        # mask in its optimizer state.
+        st = TrainState.create(
+            graphdef=graphdef, params=stack(params_list), rest=stack([rest0] * n),
+            tx=sj.keep_sparse(optax.adam(cfg.finetune_lr)),
+            key=jax.random.split(jax.random.key(1), n),
+        ).with_mask(stack(masks_list))
         before = evaluate(st, x_te, y_te, vmap_seeds=True)["accuracy"]
         if epochs > 0:
-            st, _ = train_many_seeds(st, x_tr, y_tr, batch_size=cfg.batch_size, seed=seeds_of,
+            st, _ = train(st, x_tr, y_tr, vmap_seeds=True, batch_size=cfg.batch_size, seed=seeds_of,
                                      epochs=epochs, progress=cfg.progress)
         after = evaluate(st, x_te, y_te, vmap_seeds=True)["accuracy"]
         return [unstack(st.params, i) for i in range(n)], before, after

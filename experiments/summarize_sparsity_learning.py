@@ -24,7 +24,7 @@ import argparse
 import json
 import pathlib
 
-from sparsejax.runner.output import aggregate, markdown_table
+from sparsejax.runner import aggregate, markdown_table
 
 VD_TARGET = {"lenet300100": 30.0, "lenet5": 50.0}
 

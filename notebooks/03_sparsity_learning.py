@@ -69,8 +69,8 @@ from sparsejax.metrics import compression_ratio
 from sparsejax.models import LeNet300100
 from sparsejax.regularizers import group_norms, group_stats, groups_to_mask, proximal_group_lasso
 from sparsejax.shrink import shrink
-from sparsejax.train import create_train_state, evaluate, train
-from sparsejax.variational import VDLeNet300100, kl_warmup, make_vd_train_step, to_plain
+from sparsejax.train import create_train_state, evaluate, make_train_step, train
+from sparsejax.variational import VDLeNet300100, kl_penalty, kl_warmup, to_plain
 
 print("jax", jax.__version__, "on", jax.devices()[0].platform)
 
@@ -164,9 +164,10 @@ plt.show()
 # ## Sparse variational dropout
 #
 # `VDLeNet300100` has the parameter paths of `LeNet300100` plus a `log_sigma2` per weight.
-# As in the paper, θ starts from the trained dense network. `make_vd_train_step(N,
-# kl_warmup(W))` minimises the negative ELBO per example, the KL weight rising linearly
-# from 0 to 1 over `W` steps. `to_plain` converts the trained model into the plain LeNet's
+# As in the paper, θ starts from the trained dense network. The ordinary train step with
+# the KL term as its penalty, `make_train_step(penalty=kl_penalty(N, kl_warmup(W)))`,
+# minimises the negative ELBO per example, the KL weight rising linearly from 0 to 1 over
+# `W` steps. `to_plain` converts the trained model into the plain LeNet's
 # parameters plus a mask (`log α ≥ 3` removed) whose outputs equal the VD model's
 # evaluation outputs.
 
@@ -176,7 +177,7 @@ for vd_layer, dense_layer in zip(vd_model.layers, state.model().layers):
     vd_layer.kernel.set_value(dense_layer.kernel.get_value())
     vd_layer.bias.set_value(dense_layer.bias.get_value())
 vd_state = create_train_state(vd_model, optax.adam(LR), key=0)
-vd_step = make_vd_train_step(x_train.shape[0], kl_warmup(VD_WARMUP))
+vd_step = make_train_step(penalty=kl_penalty(x_train.shape[0], kl_warmup(VD_WARMUP)))
 vd_state, history = train(vd_state, x_train, y_train, batch_size=64, seed=0, steps=VD_STEPS,
                           train_step=vd_step, log_every=max(VD_STEPS // 20, 1),
                           progress=False)

@@ -75,7 +75,7 @@ import optax
 from flax import nnx
 
 import sparsejax as sj
-from sparsejax import criteria, metrics, sensitivity
+from sparsejax import metrics, scores, sensitivity
 from sparsejax.data import load_dataset, stratified_split
 from sparsejax.models import LeNet300100
 from sparsejax.shrink import coupled_groups, group_mask, keep_sets, shrink
@@ -161,7 +161,7 @@ print(f"dense LeNet-300-100: test accuracy {dense_acc:.2%}")
 # %% [markdown]
 # ## Which units matter? Three criteria and the oracle
 #
-# `sparsejax.criteria` returns one score per output unit, in the shape of a `Neurons`
+# `sparsejax.scores` has unit criteria that return one score per output unit, in the shape of a `Neurons`
 # mask (`(1, out)` for a dense kernel, `(1, 1, 1, out)` for a conv one), so the scores go
 # straight into `sj.prune(..., structure=sj.Neurons())`:
 #
@@ -187,13 +187,13 @@ idx = rng.choice(x_tr.shape[0], ORACLE_EXAMPLES, replace=False)
 oracle_batch = (x_tr[idx], y_tr[idx])
 
 unit_scores = {
-    "L1 norm": criteria.filter_norm(dense, 1, prunable=PRUNABLE),
-    "group Taylor": criteria.mean_group_taylor(loss_fn, dense, taylor_batches,
+    "L1 norm": scores.filter_norm(dense, 1, prunable=PRUNABLE),
+    "group Taylor": scores.mean_group_taylor(loss_fn, dense, taylor_batches,
                                                prunable=PRUNABLE),
-    "random": criteria.random_units(dense, jax.random.key(2), prunable=PRUNABLE),
+    "random": scores.random_units(dense, jax.random.key(2), prunable=PRUNABLE),
 }
-oracle = criteria.oracle(loss_fn, dense, oracle_batch, prunable=PRUNABLE)
-rho = {name: criteria.rank_correlation(s, oracle, prunable=PRUNABLE)
+oracle = scores.oracle(loss_fn, dense, oracle_batch, prunable=PRUNABLE)
+rho = {name: scores.rank_correlation(s, oracle, prunable=PRUNABLE)
        for name, s in unit_scores.items()}
 print("Spearman ρ with the oracle:")
 print(f"{'criterion':<14}" + "".join(f"{layer:>17}" for layer in PRUNED))

@@ -85,7 +85,7 @@ from sparsejax import dynamic
 from sparsejax.data import load_dataset
 from sparsejax.models import MNIST1DCNN
 from sparsejax.shrink import coupled_groups, group_mask, keep_sets
-from sparsejax.train import create_train_state, evaluate, train
+from sparsejax.train import create_train_state, evaluate, make_train_step, train
 
 print("jax", jax.__version__, "on", jax.devices()[0].platform)
 
@@ -116,10 +116,12 @@ print(f"dense MNIST-1D CNN: test accuracy {dense_acc:.2%}")
 # convolution (`conv1/gate`, ...; the classifier is not gated), so `load_dense_params`
 # copies the trained dense weights in. The predictors start with every gate open.
 #
-# `make_gated_train_step` trains one model for **all** densities: each example of a batch
-# runs at its own density `d ~ U(0.2, 1)` (the sampled widths of Slimmable Networks, Yu et
-# al., ICLR 2019), with a quarter of every batch pinned to 0.2 and a quarter to 1 (the
-# sandwich rule of Yu & Huang, ICCV 2019). The penalty is FBS's L1 on the saliency.
+# The ordinary train step trains one model for **all** densities with the forward
+# `dynamic.sampled_density_forward` (`make_train_step(forward=...)` hands it a PRNG key per
+# step): each example of a batch runs at its own density `d ~ U(0.2, 1)` (the sampled
+# widths of Slimmable Networks, Yu et al., ICLR 2019), with a quarter of every batch pinned
+# to 0.2 and a quarter to 1 (the sandwich rule of Yu & Huang, ICCV 2019). The forward
+# returns the penalty, FBS's L1 on the saliency, as an extra loss term.
 
 # %%
 def finetune_gated(gate, penalty):
@@ -127,7 +129,8 @@ def finetune_gated(gate, penalty):
     model = dynamic.GatedMNIST1DCNN(gate=gate, rngs=nnx.Rngs(1))
     dynamic.load_dense_params(model, dense_state.params)
     state = create_train_state(model, optax.adam(FT_LR), key=1)
-    step = dynamic.make_gated_train_step(min_density=0.2, penalty=penalty)
+    step = make_train_step(forward=dynamic.sampled_density_forward(min_density=0.2,
+                                                                   penalty=penalty))
     state, _ = train(state, x_train, y_train, batch_size=BATCH, seed=1, steps=FT_STEPS,
                      train_step=step, progress=False)
     return state.model()
@@ -344,7 +347,7 @@ static_densities = tuple(d for d in DENSITIES if d < 1.0)
 groups = coupled_groups(dense_state.model())
 scores = sj.scores.magnitude(dense_state.params)
 ft_inner = optax.adam(FT_LR)
-static_tx = sj.keep_sparse(ft_inner, sj.init_mask)  # one optimizer: the step compiles once
+static_tx = sj.keep_sparse(ft_inner)  # one optimizer for every mask: the step compiles once
 static = []
 for d in static_densities:
     ks = dict(zip(LAYERS, fbs.active_k(d), strict=True))
@@ -352,10 +355,7 @@ for d in static_densities:
                        structure=sj.Neurons(), reduction="l1",
                        distribution={f"{n}/kernel": 1 - k / CHANNELS[n] for n, k in ks.items()})
     mask = group_mask(groups, dense_state.params, keep_sets(groups, dense_state.params, filters))
-    pruned = sj.apply_mask(dense_state.params, mask)
-    state = create_train_state(nnx.merge(dense_state.graphdef, pruned, dense_state.rest),
-                               static_tx, key=1)
-    state = state.replace(opt_state=sj.keep_sparse(ft_inner, mask).init(pruned))
+    state = create_train_state(dense_state.model(), static_tx, key=1).with_mask(mask)
     before = evaluate(state, x_test, y_test)["accuracy"]
     state, _ = train(state, x_train, y_train, batch_size=BATCH, seed=1, steps=FT_STEPS,
                      progress=False)

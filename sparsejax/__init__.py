@@ -107,7 +107,6 @@ __all__ = [
     "block_sparse_matmul",
     "broadcast_mask",
     "count_kept",
-    "criteria",
     "current_mask",
     "current_step",
     "erk_sparsities",
@@ -125,6 +124,7 @@ __all__ = [
     "sparsity",
     "structures",
     "summary",
+    "tree",
     "union",
     "validate_mask",
 ]

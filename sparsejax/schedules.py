@@ -18,15 +18,8 @@ scalar under ``jit``, or ``jnp.arange(n)`` to evaluate a whole schedule at once
 for a plot) and return arrays of the same shape. They never retrace on a new
 step value and never touch the host.
 
-Values are computed once, in float64 on the host, and rounded once to
-``float32``; a step only indexes that table (for more than 65 536 distinct
-values the closed form is evaluated in ``float32`` instead). A schedule
-therefore gives bit-identical values eagerly, under ``jit`` and on any
-backend: ``round(s * n)`` never flips between a jitted and an eager run.
-
-All parameters are static Python numbers validated at construction: a bad
-value raises a ``ValueError`` (``TypeError`` for a wrong type) that names the
-parameter and the value.
+Parameters are static Python numbers checked at construction: a bad one raises
+a ``ValueError`` (``TypeError`` for a wrong type) naming the parameter and value.
 
 Example:
   >>> sched = polynomial(0.0, 0.875, begin=100, end=1_000, every=100)
@@ -135,6 +128,13 @@ class Schedule(abc.ABC):
     """Interface of a sparsity schedule (see the module docstring for the step convention).
 
     Any object with these two methods can drive :func:`sparsejax.transforms.pruning`.
+
+    The schedules of this module compute their values once, in float64 on the
+    host, and round them once to ``float32``; a step only indexes that table
+    (for more than 65 536 distinct values the closed form is evaluated in
+    ``float32`` instead). A schedule therefore gives bit-identical values
+    eagerly, under ``jit`` and on any backend: ``round(s * n)`` never flips
+    between a jitted and an eager run.
     """
 
     @abc.abstractmethod

@@ -16,6 +16,19 @@ from typing import Any, TypeAlias
 import jax
 import numpy as np
 
+__all__ = [
+    "Prunable",
+    "PyTree",
+    "as_predicate",
+    "check_broadcastable",
+    "check_same_structure",
+    "default_prunable",
+    "named_leaves",
+    "path_names",
+    "path_str",
+    "prunable_tree",
+]
+
 PyTree: TypeAlias = Any
 Path: TypeAlias = tuple[Any, ...]
 

@@ -1,39 +1,18 @@
 """Sparse variational dropout: NNX layers, the KL term, and conversion to params + mask.
 
-Each weight gets a Gaussian posterior ``w ~ N(θ, σ²)`` under the
-log-uniform prior ``p(|w|) ∝ 1/|w|`` (additive reparameterization: the
-parameters are ``θ`` and ``log σ²``). The dropout rate of a weight is
-``α = σ²/θ²``; the layers use ``log α = clip(log σ² − log θ², −8, 8)``.
-
-* Training (``deterministic=False``): the *local reparameterization trick*.
-  For a Dense layer ``γ = x θ + b``, ``δ = x² (α θ²)`` and the output is
-  ``γ + √δ ⊙ ε``, ``ε ~ N(0, 1)`` drawn per example and output (per output
-  position for a convolution) from the layer's ``dropout`` RNG stream.
-* Evaluation (``deterministic=True``, set by ``model.eval()``): weights with
-  ``log α ≥ threshold`` (3 in the paper: ``α > 20``) are removed and the
-  others are ``θ``; the layer is deterministic.
-* The ELBO adds ``KL(q‖p)`` (:func:`kl_divergence`), approximated as
-
-      −KL ≈ k₁·σ(k₂ + k₃·log α) − ½·log(1 + 1/α) − k₁,
-      k₁ = 0.63576, k₂ = 1.87320, k₃ = 1.48695,
-
-  weighted per example by ``1/N`` and warmed up from 0 to 1 (:func:`kl_warmup`).
-
-**Structured** variant (``structured=True``): one noise variable per output
-unit / filter, ``z_j ~ N(s_j, α_j s_j²)`` with the parameters ``scale`` s
-(init 1) and ``log_sigma2`` (shape ``(1, …, 1, out)``), multiplying the unit's
-pre-activation ``(x·kernel_j + b_j)``; the same KL prior on ``z_j`` drops
-whole units (group sparse variational dropout in the spirit of Neklyudov et
-al. 2017 and Louizos et al. 2017, with Molchanov's KL). The kernel itself is
-a point estimate.
-
-Parameter names: ``kernel`` (θ), ``bias``, ``log_sigma2`` and, structured,
-``scale``. :func:`to_plain` turns a trained VD model into the parameter
-``nnx.State`` of a plain model whose ``Linear``/``Conv`` sit at the same paths
-(``VDLeNet300100`` → :class:`~sparsejax.models.LeNet300100`, ``VDLeNet5`` →
-:class:`~sparsejax.models.LeNet5`) plus a mask in the format of
-:mod:`sparsejax.masks`, so metrics, ``apply_mask`` and fine-tuning work
-unchanged and the eval outputs are identical.
+Each weight gets a Gaussian posterior ``w ~ N(θ, σ²)`` under the log-uniform prior
+``p(|w|) ∝ 1/|w|`` (additive reparameterization: the parameters are ``θ`` and
+``log σ²``); its dropout rate is ``α = σ²/θ²``, used as
+``log α = clip(log σ² − log θ², −8, 8)`` (:func:`log_alpha`). The layers
+(:class:`VDLinear`, :class:`VDConv`; ``structured=True``: one noise variable per unit or
+filter) train with the local reparameterization trick and, in evaluation mode, remove
+the weights with ``log α ≥ threshold``. The objective adds ``KL(q‖p)``
+(:func:`kl_divergence`, Molchanov's eq. 14 approximation) weighted per example by ``1/N``
+and warmed up (:func:`kl_warmup`):
+``sparsejax.train.make_train_step(penalty=kl_penalty(N, kl_warmup(W)))``.
+:func:`to_plain` turns a trained VD model into the parameters and mask of a plain zoo
+model (``VDLeNet300100`` → :class:`~sparsejax.models.LeNet300100`, ``VDLeNet5`` →
+:class:`~sparsejax.models.LeNet5`).
 
 References:
   Molchanov, Ashukha & Vetrov (2017), Variational Dropout Sparsifies Deep
@@ -47,6 +26,7 @@ References:
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -57,7 +37,6 @@ from flax import nnx
 from jax.nn.initializers import Initializer
 
 from sparsejax.models import _shapes
-from sparsejax.train import StepFn, make_train_step
 from sparsejax.tree import check_same_structure, path_str
 
 __all__ = [
@@ -71,6 +50,7 @@ __all__ = [
     "VDLeNet300100",
     "VDLinear",
     "kl_divergence",
+    "kl_penalty",
     "kl_warmup",
     "log_alpha",
     "make_vd_train_step",
@@ -100,6 +80,7 @@ def log_alpha(theta: jax.Array, log_sigma2: jax.Array) -> jax.Array:
 def neg_kl_approx(log_alpha: jax.Array) -> jax.Array:
     """Elementwise ``−KL ≈ k₁·σ(k₂ + k₃·log α) − ½·log1p(e^{−log α}) − k₁`` (Molchanov eq. 14).
 
+    ``k₁ = 0.63576``, ``k₂ = 1.87320``, ``k₃ = 1.48695`` (:data:`K1`, :data:`K2`, :data:`K3`).
     ``½·log1p(e^{−log α})`` is computed as ``½·softplus(−log α)`` (stable for any
     ``log α``). Tends to 0 as ``log α → ∞``. Pure; same shape as the input.
     """
@@ -201,7 +182,17 @@ class _VDLayer(nnx.Module):
         return kernel, self.bias[...], keep, jnp.ones((), bool)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        """Outputs for ``x``: noisy (training) or masked-deterministic (``deterministic=True``)."""
+        """Outputs for ``x``: noisy (training) or masked-deterministic (``deterministic=True``).
+
+        Training (``deterministic=False``): the *local reparameterization trick*. For a
+        Dense layer ``γ = x θ + b``, ``δ = x² (α θ²)`` and the output is ``γ + √δ ⊙ ε``,
+        ``ε ~ N(0, 1)`` drawn per example and output (per output position for a
+        convolution) from the layer's ``dropout`` RNG stream. Structured: the unit's
+        pre-activation times ``z ~ N(s, α s²)``, drawn per example and unit.
+        Evaluation (``deterministic=True``, set by ``model.eval()``): weights with
+        ``log α ≥ threshold`` (3 in the paper: ``α > 20``) are removed and the others are
+        ``θ``; the layer is deterministic.
+        """
         if self.deterministic:
             kernel, bias, _, _ = self.deterministic_params()
             return self._add_bias(self._op(x, kernel), bias)
@@ -237,7 +228,15 @@ class VDLinear(_VDLayer):
         (or ``default``) draws the training noise.
 
     Shapes: ``(batch, in) -> (batch, out)``. ``model.train()`` / ``model.eval()``
-    switch between the noisy and the deterministic forward pass.
+    switch between the noisy and the deterministic forward pass. Parameter names:
+    ``kernel`` (θ), ``bias``, ``log_sigma2`` and, structured, ``scale``.
+
+    **Structured** variant (``structured=True``): one noise variable per output unit /
+    filter, ``z_j ~ N(s_j, α_j s_j²)`` with the parameters ``scale`` s (init 1) and
+    ``log_sigma2`` (shape ``(1, …, 1, out)``), multiplying the unit's pre-activation
+    ``(x·kernel_j + b_j)``; the same KL prior on ``z_j`` drops whole units (group sparse
+    variational dropout in the spirit of Neklyudov et al. 2017 and Louizos et al. 2017,
+    with Molchanov's KL). The kernel itself is a point estimate.
 
     References:
       Molchanov, Ashukha & Vetrov (2017), Variational Dropout Sparsifies DNNs.
@@ -433,7 +432,8 @@ def to_plain(vd_model: nnx.Module, plain_model: nnx.Module) -> tuple[nnx.State, 
       ``0.0``); ``mask`` mirrors it (kernel masks of full shape, or ``(1, …,
       out)`` with ``bias`` masks ``(out,)`` for structured layers, scalar
       ``True`` elsewhere). ``nnx.update(plain_model, params)`` gives a model
-      whose outputs equal ``vd_model`` in eval mode.
+      whose outputs equal ``vd_model`` in eval mode; the mask is in the format of
+      :mod:`sparsejax.masks`, so metrics, ``apply_mask`` and fine-tuning work unchanged.
 
     Raises:
       ValueError: a plain parameter path missing from ``vd_model``, a VD layer
@@ -476,6 +476,49 @@ def to_plain(vd_model: nnx.Module, plain_model: nnx.Module) -> tuple[nnx.State, 
     return new_params, new_mask
 
 
+def kl_penalty(
+    num_examples: int, kl_weight: float | Callable[[jax.Array], jax.Array] = 1.0
+) -> Callable[[nnx.Module, jax.Array], tuple[jax.Array, dict[str, jax.Array]]]:
+    """The KL term of the per-example negative ELBO, for ``make_train_step(penalty=...)``.
+
+    ``penalty(model, step) -> (β(step) · model_kl(model) / num_examples, {"kl", "kl_weight"})``
+    with ``β`` = ``kl_weight`` (a float or a schedule such as :func:`kl_warmup`). With
+    :func:`sparsejax.train.make_train_step` the objective is
+    ``mean(loss_fn(logits, y)) + β(step) · model_kl(model) / num_examples``, evaluated on the
+    training-mode model (noisy layers, RNG streams reseeded every step); the metrics are
+    ``loss`` (the objective), ``data_loss`` (the negative log-likelihood), ``kl``,
+    ``kl_weight`` and ``accuracy``.
+
+    Args:
+      num_examples: training-set size ``N`` (the KL is per data set).
+      kl_weight: β, float or ``step -> β``.
+
+    Returns:
+      The pure penalty function.
+
+    Raises:
+      ValueError: ``num_examples`` not a positive int.
+
+    Example:
+      >>> import jax.numpy as jnp, optax
+      >>> import sparsejax.train as train
+      >>> from flax import nnx
+      >>> step = train.make_train_step(penalty=kl_penalty(60_000, kl_warmup(1_000)))
+      >>> state = train.create_train_state(VDLeNet300100(rngs=nnx.Rngs(0)), optax.adam(1e-3),
+      ...                                  key=0)
+      >>> sorted(step(state, (jnp.ones((4, 784)), jnp.zeros(4, jnp.int32)))[1])
+      ['accuracy', 'data_loss', 'kl', 'kl_weight', 'loss']
+    """
+    num_examples = _shapes.positive_int("num_examples", num_examples)
+
+    def penalty(model: nnx.Module, step: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
+        beta = jnp.asarray(kl_weight(step) if callable(kl_weight) else kl_weight, jnp.float32)
+        kl = model_kl(model)
+        return beta * kl / num_examples, {"kl": kl, "kl_weight": beta}
+
+    return penalty
+
+
 def make_vd_train_step(
     num_examples: int,
     kl_weight: float | Callable[[jax.Array], jax.Array] = 1.0,
@@ -484,33 +527,21 @@ def make_vd_train_step(
     ),
     *,
     jit: bool = True,
-) -> StepFn:
-    """``train_step(state, batch) -> (state, metrics)`` minimising the per-example negative ELBO.
+) -> Callable[..., Any]:
+    """Deprecated: use ``make_train_step(loss_fn, penalty=kl_penalty(num_examples, kl_weight))``.
 
-    Loss: ``mean(loss_fn(logits, y)) + β(step) · model_kl(model) / num_examples``
-    with ``β`` = ``kl_weight`` (float or schedule such as :func:`kl_warmup`).
-    Otherwise the step is :func:`sparsejax.train.make_train_step`'s: training
-    mode, the model's RNG streams reseeded from ``fold_in(state.key, step)``,
-    ``tx.update(grads, opt_state, params)``. Use it with
-    :func:`sparsejax.train.train` (``train_step=...``) and a
-    :class:`~sparsejax.train.TrainState` of a VD model.
-
-    Args:
-      num_examples: training-set size ``N`` (the KL is per data set).
-      kl_weight: β, float or ``step -> β``.
-      loss_fn: per-example ``(logits[B, C], labels[B]) -> losses[B]``.
-      jit: wrap in ``jax.jit``.
-
-    Returns:
-      A pure step (:func:`sparsejax.train.make_train_step` with the KL as its
-      ``penalty``); metrics ``loss`` (the objective), ``data_loss`` (the
-      negative log-likelihood), ``kl``, ``kl_weight``, ``accuracy``.
+    Builds exactly that step (:func:`sparsejax.train.make_train_step` with
+    :func:`kl_penalty`): training mode, the model's RNG streams reseeded from
+    ``fold_in(state.key, step)``; metrics ``loss``, ``data_loss``, ``kl``, ``kl_weight``,
+    ``accuracy``. Arguments as in :func:`kl_penalty`; ``jit`` wraps the step in ``jax.jit``.
     """
-    num_examples = _shapes.positive_int("num_examples", num_examples)
-
-    def penalty(model: nnx.Module, step: jax.Array):
-        beta = jnp.asarray(kl_weight(step) if callable(kl_weight) else kl_weight, jnp.float32)
-        kl = model_kl(model)
-        return beta * kl / num_examples, {"kl": kl, "kl_weight": beta}
+    warnings.warn(
+        "sparsejax.variational.make_vd_train_step is deprecated: use "
+        "sparsejax.train.make_train_step(penalty=sparsejax.variational.kl_penalty(...))",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    penalty = kl_penalty(num_examples, kl_weight)
+    from sparsejax.train import make_train_step  # deprecated alias: imports up a layer
 
     return make_train_step(loss_fn, penalty=penalty, jit=jit)

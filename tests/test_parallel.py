@@ -93,8 +93,8 @@ def test_sharded_training_with_gradual_pruning_matches_one_device(strategy, devi
     chex.assert_trees_all_equal(jax.device_get(mask), jax.device_get(ref_mask))
     # 75% of the 32*64 + 64*10 = 2688 kernel weights pruned, globally, on sharded params.
     assert sum(int((~np.asarray(m)).sum()) for m in jax.tree.leaves(mask)) == 2016
-    for (name, p), (_, m) in zip(sj._tree.named_leaves(state.params),
-                                 sj._tree.named_leaves(mask), strict=True):
+    for (name, p), (_, m) in zip(sj.tree.named_leaves(state.params),
+                                 sj.tree.named_leaves(mask), strict=True):
         if m.shape == p.shape:  # full-shape masks live where their parameter lives
             assert m.sharding.is_equivalent_to(p.sharding, p.ndim), name
     if strategy == "fsdp":

@@ -13,7 +13,7 @@ from flax import nnx
 import sparsejax as sj
 from sparsejax.metrics import compression_ratio
 from sparsejax.models import LeNet5, LeNet300100
-from sparsejax.train import create_train_state
+from sparsejax.train import create_train_state, make_train_step
 from sparsejax.variational import (
     K1,
     K2,
@@ -23,6 +23,7 @@ from sparsejax.variational import (
     VDLeNet300100,
     VDLinear,
     kl_divergence,
+    kl_penalty,
     kl_warmup,
     log_alpha,
     make_vd_train_step,
@@ -208,14 +209,33 @@ def test_vd_train_step_jit_matches_eager_and_uses_kl():
     state = create_train_state(model, optax.sgd(0.1), key=0)
     x = jax.random.normal(jax.random.key(1), (8, 16))
     y = jnp.arange(8, dtype=jnp.int32) % 3
-    step_eager = make_vd_train_step(100, kl_warmup(10, begin=0), jit=False)
-    step_jit = make_vd_train_step(100, kl_warmup(10, begin=0))
+    step_eager = make_train_step(penalty=kl_penalty(100, kl_warmup(10, begin=0)), jit=False)
+    step_jit = make_train_step(penalty=kl_penalty(100, kl_warmup(10, begin=0)))
     s1, m1 = step_eager(state, (x, y))
     s2, _ = step_jit(state, (x, y))
     chex.assert_trees_all_close(s1.params, s2.params, rtol=1e-5, atol=1e-6)
     assert float(m1["kl_weight"]) == 0.0 and float(m1["loss"]) == pytest.approx(float(m1["data_loss"]))
     assert float(m1["kl"]) == pytest.approx(float(model_kl(model)), rel=1e-6)
     # β = 1: the objective adds KL / N
-    s3, m3 = make_vd_train_step(100, 1.0)(s2, (x, y))
+    s3, m3 = make_train_step(penalty=kl_penalty(100, 1.0))(s2, (x, y))
     assert float(m3["loss"]) == pytest.approx(float(m3["data_loss"]) + float(m3["kl"]) / 100, rel=1e-5)
     assert int(s3.step) == 2
+
+
+def test_make_vd_train_step_is_a_deprecated_alias():
+    model = VDLeNet300100(16, 3, rngs=nnx.Rngs(0))
+    state = create_train_state(model, optax.sgd(0.1), key=0)
+    x = jax.random.normal(jax.random.key(1), (8, 16))
+    y = jnp.arange(8, dtype=jnp.int32) % 3
+    with pytest.warns(DeprecationWarning, match="kl_penalty"):
+        old = make_vd_train_step(100, kl_warmup(10, begin=0))
+    new = make_train_step(penalty=kl_penalty(100, kl_warmup(10, begin=0)))
+    for _ in range(2):
+        s_old, m_old = old(state, (x, y))
+        s_new, m_new = new(state, (x, y))
+        assert sorted(m_old) == ["accuracy", "data_loss", "kl", "kl_weight", "loss"]
+        chex.assert_trees_all_close(m_old, m_new)
+        chex.assert_trees_all_close(s_old.params, s_new.params)
+        state = s_new
+    with pytest.raises(ValueError, match="num_examples"):
+        make_vd_train_step(0)

@@ -1,19 +1,14 @@
-"""Kernels for real sparse speedups.
+"""Deprecated: the block-sparse kernels moved to :mod:`sparsejax.block_sparse`.
 
-* :mod:`sparsejax.kernels.block_sparse` — block-sparse products (Pallas/Triton
-  kernels and a ``jnp`` reference): :func:`spmm`, :func:`spmm_t`, :func:`sddmm`.
-* :mod:`sparsejax.kernels.selection` — global selection's sampled search in one
-  read of the scores, as Pallas kernels:
-  :func:`~sparsejax.kernels.selection.bracket_pass` (counts, in-bracket bits,
-  provisional mask), :func:`~sparsejax.kernels.selection.compact` (the in-bracket
-  entries), :func:`~sparsejax.kernels.selection.finish_mask`.
-* :mod:`sparsejax.kernels.linear` — :class:`~sparsejax.kernels.linear.BlockSparseLinear`,
-  the NNX layer (import it from there; it needs Flax).
-
-The user-facing format is :class:`sparsejax.block_sparse.BlockSparseMatrix`.
+``sparsejax.kernels.block_sparse`` → :mod:`sparsejax.block_sparse`,
+``sparsejax.kernels.linear`` → :mod:`sparsejax.block_sparse.linear`,
+``sparsejax.kernels.selection`` → the sampled search's passes in
+``sparsejax.select._pallas``. These aliases re-export the old names.
 """
 
-from sparsejax.kernels.block_sparse import (
+import warnings
+
+from sparsejax.block_sparse import (
     BACKENDS,
     KERNELS,
     KernelConfig,
@@ -27,6 +22,12 @@ from sparsejax.kernels.block_sparse import (
     smem_limit,
     spmm,
     spmm_t,
+)
+
+warnings.warn(
+    "sparsejax.kernels is deprecated: import from sparsejax.block_sparse",
+    DeprecationWarning,
+    stacklevel=2,
 )
 
 __all__ = [

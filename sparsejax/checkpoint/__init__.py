@@ -1,0 +1,53 @@
+"""Checkpoints of a training run with orbax: params, masks, optimizer and pruning state.
+
+:func:`save` writes one step of a run (a state pytree such as a
+:class:`sparsejax.train.TrainState`, an optional ``extra`` pytree and JSON metadata) with
+a manifest of every leaf's path, shape, dtype and checksum; :func:`restore` reads it back
+bit for bit into the structure of a target, detects incomplete, unreadable or altered
+steps (:class:`CorruptCheckpointError`) and falls back to the previous step.
+:func:`save_snapshot` / :func:`restore_snapshot` keep named rewind points (``"init"``,
+``"rewind_500"``) apart from the rolling steps. Saving is synchronous and single-process.
+
+Example:
+  >>> import optax, tempfile
+  >>> from flax import nnx
+  >>> from sparsejax import checkpoint, train
+  >>> state = train.create_train_state(nnx.Linear(3, 2, rngs=nnx.Rngs(0)), optax.adam(1e-3), key=0)
+  >>> run = tempfile.mkdtemp()
+  >>> _ = checkpoint.save(run, 0, state, metadata={"lr": 1e-3})
+  >>> _ = checkpoint.save_snapshot(run, "init", 0, state.params)
+  >>> restored = checkpoint.restore(run, state)            # newest step that restores
+  >>> restored.step, restored.metadata
+  (0, {'lr': 0.001})
+
+References:
+  Frankle & Carbin, "The Lottery Ticket Hypothesis", ICLR 2019 (rewinding to
+  initialisation); Frankle, Dziugaite, Roy & Carbin, "Linear Mode Connectivity and the
+  Lottery Ticket Hypothesis", ICML 2020 (rewinding to an early iteration ``k``).
+"""
+
+from sparsejax.checkpoint._snapshots import restore_snapshot, save_snapshot, snapshot_names
+from sparsejax.checkpoint._steps import (
+    CorruptCheckpointError,
+    Restored,
+    all_steps,
+    check_metadata,
+    delete,
+    latest_step,
+    restore,
+    save,
+)
+
+__all__ = [
+    "CorruptCheckpointError",
+    "Restored",
+    "all_steps",
+    "check_metadata",
+    "delete",
+    "latest_step",
+    "restore",
+    "restore_snapshot",
+    "save",
+    "save_snapshot",
+    "snapshot_names",
+]
