@@ -66,9 +66,9 @@ __version__ = "0.1.0"
 
 # Submodules loaded on first attribute access (``sj.train``), and names they provide.
 _LAZY_MODULES = (
-    "block_sparse", "checkpoint", "criteria", "data", "dynamic", "lottery", "metrics",
-    "models", "parallel", "regularizers", "runner", "sensitivity", "shrink", "train",
-    "variational",
+    "block_sparse", "checkpoint", "criteria", "data", "deploy", "dynamic", "lottery", "metrics",
+    "models", "parallel", "posttrain", "regularizers", "runner", "sensitivity", "shrink",
+    "train", "variational",
 )
 _LAZY_NAMES = {
     "BlockSparseMatrix": "sparsejax.block_sparse",

@@ -23,6 +23,7 @@ LAYERS: dict[str, int] = {
     "schedules": 0, "select": 0, "scores": 0, "transforms": 0,
     # 1: jax-only tools
     "metrics": 1, "sensitivity": 1, "regularizers": 1, "parallel": 1, "block_sparse": 1,
+    "deploy": 1,
     # 2: the Flax layer's ground
     "models": 2, "data": 2, "checkpoint": 2,
     # 3: techniques on models

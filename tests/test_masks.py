@@ -105,7 +105,22 @@ def test_summary_table():
     assert row.sparsity == 0.5
     table = sj.format_summary(rows)
     assert "| dense/kernel | (3, 4) | 12 | 6 | 6 | 50.00% |" in table
-    assert table.splitlines()[-1].startswith("| **total** | | 123 |")
+    assert table.splitlines()[-1].startswith("| **total, all parameters** | | 123 |")
+    assert [r.path for r in rows if r.prunable] == ["conv/kernel", "dense/kernel", "stack/0",
+                                                    "stack/1/0"]
+
+
+def test_summary_totals_kernels_and_all_parameters_apart():
+    """A 95% kernel prune read 94.85% 'total' because biases were mixed in, unsaid."""
+    params = {"w1": jnp.ones((40, 50)), "b1": jnp.ones(50), "w2": jnp.ones((50, 20)),
+              "b2": jnp.ones(20)}
+    mask = jax.jit(lambda p: sj.prune(sj.scores.magnitude(p), 0.95))(params)
+    lines = sj.format_summary(sj.summary(params, mask)).splitlines()
+    # 3,000 kernel entries, 150 kept; 70 biases all kept
+    assert lines[-2] == "| **total, prunable weights** | | 3,000 | 150 | 150 | 95.00% |"
+    assert lines[-1] == "| **total, all parameters** | | 3,070 | 220 | 220 | 92.83% |"
+    rows = sj.summary(params, mask, prunable=r"w1|b1")
+    assert [r.prunable for r in rows] == [True, False, True, False]  # b1, b2, w1, w2
 
 
 def test_errors_name_the_path_and_value():

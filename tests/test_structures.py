@@ -1,13 +1,17 @@
 """Tests of sparsejax.structures: shapes, group reductions, validation errors."""
 
 import dataclasses
+import pydoc
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+import sparsejax as sj
 from sparsejax.structures import (
     NM,
     Blocks,
@@ -44,8 +48,13 @@ def test_mask_and_group_shapes(structure, dense_mask, conv_mask, dense_groups):
     np.broadcast_shapes(structure.mask_shape(DENSE), DENSE)
 
 
-def test_filters_is_neurons_and_structures_are_static_hashable():
-    assert Filters is Neurons
+def test_filters_is_a_neurons_named_for_filters_and_structures_are_static_hashable():
+    # help(sj.Filters) used to document class Neurons (Filters was an alias)
+    assert Filters.__name__ == "Filters" and issubclass(Filters, Neurons)
+    assert repr(Filters()) == "Filters(axis=None)" and "class Filters" in pydoc.render_doc(Filters)
+    assert "Convolution filters" in pydoc.render_doc(Filters)
+    assert Filters().mask_shape(CONV) == Neurons().mask_shape(CONV) == (1, 1, 1, 8)
+    assert Filters() != Neurons() and Filters() == Filters()
     assert Blocks(2, 4) == Blocks(2, 4) and hash(Blocks(2, 4)) == hash(Blocks(2, 4))
     assert NM(2, 4) != NM(1, 4)
     assert NM(2, 4).max_sparsity == 0.5
@@ -168,3 +177,85 @@ def test_invalid_structure_parameters_and_reduction():
         reduce_scores({"k": W}, Unstructured(), "linf")
     with pytest.raises(TypeError, match="Structure"):
         reduce_scores({"k": W}, "neurons")  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------- axes and layouts
+
+
+@pytest.mark.parametrize(
+    ("structure", "shape", "mask"),
+    [
+        (Neurons(layout="equinox"), (128, 64), (128, 1)),  # Equinox Linear (out, in)
+        (Neurons(axis=0), (128, 64), (128, 1)),
+        (Filters(layout="torch"), (8, 4, 3, 3), (8, 1, 1, 1)),  # PyTorch conv (out, in, kh, kw)
+        (InputChannels(layout="equinox"), (128, 64), (1, 64)),
+        (InputChannels(layout="torch"), (8, 4, 3, 3), (1, 4, 1, 1)),
+        (Neurons(layout="flax"), (64, 128), (1, 128)),
+        (Neurons(layout="equinox"), (7,), (7,)),  # a bias
+    ],
+)
+def test_layout_presets_give_the_units_axis(structure, shape, mask):
+    assert structure.mask_shape(shape, "layers/0/weight") == mask
+
+
+def test_layout_and_axis_are_one_choice():
+    assert Neurons(layout="equinox") == Neurons(axis=0) and repr(NM(2, 4, layout="torch")) == (
+        "NM(n=2, m=4, axis=1)")
+    assert Blocks(2, 4, layout="flax") == Blocks(2, 4) and Blocks(2, 4, axes=(-2, -1)) == Blocks(2, 4)
+    assert Blocks(2, 4, layout="equinox").axes == (1, 0)
+    with pytest.raises(ValueError, match="contradicts layout='equinox'"):
+        Neurons(axis=-1, layout="equinox")
+    with pytest.raises(ValueError, match="layout must be one of"):
+        NM(2, 4, layout="tf")
+    with pytest.raises(ValueError, match=r"acts on axis 2.*'k'.*\(3, 4\)"):
+        Neurons(axis=2).mask_shape((3, 4), "k")
+    with pytest.raises(ValueError, match="both block axes"):
+        Blocks(1, 1, axes=(0, -2)).mask_shape((3, 4), "k")
+
+
+@pytest.mark.parametrize("structure", [Neurons(), InputChannels(), NM(2, 4)])
+def test_weight_leaves_need_an_explicit_layout(structure):
+    """A Flax default on an (out, in) `weight` silently pruned inputs instead of neurons."""
+    with pytest.raises(ValueError, match=r"'layers/0/weight'.*layout='equinox'"):
+        structure.mask_shape((128, 64), "layers/0/weight")
+    assert structure.mask_shape((128, 64), "layers/0/kernel")  # Flax names: the default
+    assert Neurons().mask_shape((64,), "layers/0/weight") == (64,)  # 1-D: no ambiguity
+
+
+def _transposed(tree):
+    return jax.tree.map(lambda x: jnp.swapaxes(x, -1, -2), tree)
+
+
+@settings(max_examples=12)
+@given(
+    rows=st.integers(1, 2), cols=st.integers(1, 2), sparsity=st.sampled_from([0.25, 0.5, 0.75]),
+    kind=st.sampled_from(["neurons", "inputs", "nm", "blocks"]), seed=st.integers(0, 3),
+)
+def test_out_in_layout_prunes_the_transpose_of_the_flax_layout(rows, cols, sparsity, kind, seed):
+    """The same decisions whichever way the weight is stored (exact counts, same ties)."""
+    flax_s, eqx_s = {
+        "neurons": (Neurons(), Neurons(layout="equinox")),
+        "inputs": (InputChannels(), InputChannels(layout="equinox")),
+        "nm": (NM(1, 4), NM(1, 4, layout="equinox")),
+        "blocks": (Blocks(2, 2), Blocks(2, 2, layout="equinox")),
+    }[kind]
+    w = np.random.default_rng(seed).normal(size=(4 * rows, 4 * cols)).astype(np.float32)
+    w_in_out = {"w": jnp.asarray(w)}
+    a = sj.prune(sj.scores.magnitude(w_in_out), sparsity, structure=flax_s)["w"]
+    b = sj.prune(sj.scores.magnitude(_transposed(w_in_out)), sparsity, structure=eqx_s)["w"]
+    full = np.broadcast_to(np.asarray(a), w.shape)
+    np.testing.assert_array_equal(full.T, np.broadcast_to(np.asarray(b), w.T.shape))
+    assert b.shape == eqx_s.mask_shape(w.T.shape)
+
+
+def test_nm_along_axis_keeps_n_of_every_m_jitted():
+    w = np.random.default_rng(0).normal(size=(3, 16)).astype(np.float32)  # (out, in)
+    f = jax.jit(lambda p: sj.prune(sj.scores.magnitude(p), structure=NM(2, 4, axis=-1))["w"])
+    m = np.asarray(f({"w": jnp.asarray(w)}))
+    assert m.shape == (3, 16) and (m.reshape(3, 4, 4).sum(-1) == 2).all()
+    kept = np.sort(np.abs(w).reshape(3, 4, 4), -1)[..., 2:]
+    np.testing.assert_allclose(np.sort(np.where(m, np.abs(w), 0).reshape(3, 4, 4), -1)[..., 2:],
+                               kept)
+    assert NM(2, 4, axis=-1).group_shape((3, 16)) == (16, 3)
+    with pytest.raises(ValueError, match=r"axis 1 of the parameter at 'w'.*is 6, not divisible"):
+        NM(2, 4, axis=1).mask_shape((3, 6), "w")

@@ -6,9 +6,11 @@ weights → reset → train again* around the user's own pure ``train_fn`` / ``e
 and training loop, including a vmapped batch of seeds. Resets (:data:`RESETS`): back to
 initialisation (Frankle & Carbin 2019), to an early step ``k`` (Frankle et al. 2020),
 learning-rate rewinding (Renda et al. 2020) or fine-tuning (Han et al. 2015); controls
-(:data:`CONTROLS`) train beside the ticket. Rounds stop or adapt their rate when accuracy
+(:data:`CONTROLS`) train beside the ticket. Rates per round, per layer, or final per-layer
+sparsities (``final=``); rounds stop or adapt their rate when the one decision metric
 falls more than ``ε`` below dense (:class:`AdaptiveRate`, :func:`search_sparsity`); every
-round is checkpointed, and a killed run resumes where it stopped.
+round is checkpointed, and a killed run resumes where it stopped. Quiet by default:
+``progress=True`` prints a line per round, ``on_round`` receives each round's records.
 
 The pure rules are exposed on their own: :func:`cumulative_sparsity`,
 :func:`should_stop`, :func:`next_rate`.

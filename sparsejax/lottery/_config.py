@@ -34,7 +34,9 @@ class TrainPlan(NamedTuple):
     ``plan`` static) trains from ``params`` (pruned entries are 0) keeping the ``mask``'s
     zeros at zero (e.g. with :func:`sparsejax.keep_sparse`), from step ``start_step`` to
     ``end_step`` of the learning-rate schedule, with the learning rate scaled by
-    ``lr_scale``.
+    ``lr_scale`` (and says so: ``TrainOutput(..., lr_scale=plan.lr_scale)``; a round
+    with ``lr_scale != 1``, the ``"finetune"`` reset, is refused when ``train_fn`` does not
+    confirm it, since ignoring it silently runs another method).
 
     Attributes:
       start_step: first step of the learning-rate schedule / data order.
@@ -64,11 +66,14 @@ class TrainOutput(NamedTuple):
       captured: the params after ``plan.capture_step`` steps, or ``None``.
       history: ``{name: array[..., E]}`` periodic evaluations (see above);
         ``{}`` if none.
+      lr_scale: the learning-rate factor ``train_fn`` applied (``plan.lr_scale``);
+        required when it is not 1 (``reset="finetune"``), checked by the driver.
     """
 
     params: PyTree
     captured: PyTree | None
     history: Mapping[str, Any]
+    lr_scale: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,13 +123,22 @@ class LotteryConfig:
     Attributes:
       rounds: pruning rounds after the dense round 0 (attempts, rejected ones
         included).
-      rate: fraction of the *remaining* weights pruned per round, in (0, 1).
+      rate: fraction of the *remaining* weights pruned per round, in (0, 1);
+        ``None``: 0.2 (Frankle & Carbin 2019) when neither ``layer_rates`` nor
+        ``final`` is given, otherwise every prunable layer must get its rate from them.
       layer_rates: per-layer rates ``((path_or_regex, rate), ...)`` (a mapping
         is accepted) for ``scope="layer"``, e.g. ``{"layers/2/kernel": 0.1}``
         for the output layer (Frankle & Carbin 2019: 20% dense, 10% conv and
         output). An exact path wins; otherwise the first key whose regex is
         found in the path. Under an adaptive rate every layer rate is scaled by
         ``current_rate / rate``.
+      final: the sparsity to reach after ``rounds`` rounds instead of a rate: a
+        fraction for every layer (or for all weights with ``scope="global"``), or
+        per-layer fractions ``((path_or_regex, fraction), ...)`` / a mapping (Han et al.
+        2015 give per-layer final sparsities). Round ``r`` prunes to ``1 − k^(r/R)``
+        of a layer with final fraction ``1 − k`` (a per-round rate ``1 − k^(1/R)``),
+        exactly ``round(final · n)`` weights after round ``R``. ``final`` wins over
+        ``layer_rates`` and ``rate``; not with ``adaptive``.
       scope: ``"layer"`` or ``"global"`` magnitude ranking.
       reset: one of :data:`RESETS` (see :func:`imp` for what each one restarts from).
       rewind_step: ``k``: the rewind point for ``"rewind"`` (must be ``> 0``
@@ -133,8 +147,14 @@ class LotteryConfig:
       steps: ``T``, the training length (``TrainPlan.end_step``).
       finetune_lr_scale: learning-rate factor of the ``"finetune"`` reset.
       controls: subset of :data:`CONTROLS` trained beside the ticket.
-      metric: key of ``eval_fn``'s result used to stop / adapt.
-      epsilon: stop (or reject) when ``dense − value > epsilon``; ``None``: never.
+      metric: the key of ``eval_fn``'s result that every decision uses (stopping,
+        adapting, :attr:`LotteryResult.best_round`); ``None``: ``"val_accuracy"`` if
+        ``eval_fn`` returns it, else its only key. Checked on ``θ₀`` before any training.
+      maximize: whether higher ``metric`` is better (accuracy); ``False`` for a loss or
+        an error rate (a metric named ``*loss*`` / ``*error*`` / ``*perplexity*`` with
+        ``maximize=True`` is refused).
+      epsilon: stop (or reject) when the metric is more than ``epsilon`` worse than
+        dense (``dense − value`` when maximizing); ``None``: never.
       adaptive: an :class:`AdaptiveRate`, or ``None`` for a constant rate.
       prunable: which leaves may be pruned (``Prunable`` spec; ``None``: ndim ≥ 2).
       seed_axis: params, masks and key carry a leading seed axis ``S``; pruning
@@ -144,15 +164,17 @@ class LotteryConfig:
     """
 
     rounds: int
-    rate: float = 0.2
+    rate: float | None = None
     layer_rates: tuple[tuple[str, float], ...] = ()
+    final: float | tuple[tuple[str, float], ...] | None = None
     scope: str = "layer"
     reset: str = "init"
     rewind_step: int = 0
     steps: int = 1
     finetune_lr_scale: float = 0.1
     controls: tuple[str, ...] = ()
-    metric: str = "val_accuracy"
+    metric: str | None = None
+    maximize: bool = True
     epsilon: float | None = None
     adaptive: AdaptiveRate | None = None
     prunable: Prunable = None
@@ -166,15 +188,24 @@ class LotteryConfig:
         set_(self, "controls", tuple(self.controls))
         if isinstance(self.rounds, bool) or not isinstance(self.rounds, int) or self.rounds < 0:
             raise ValueError(f"LotteryConfig.rounds must be an int >= 0, got {self.rounds!r}")
-        if not 0.0 < self.rate < 1.0:
-            raise ValueError(f"LotteryConfig.rate must be in (0, 1), got {self.rate!r}")
+        if self.rate is not None and not (
+            isinstance(self.rate, (int, float)) and 0.0 < self.rate < 1.0
+        ):
+            raise ValueError(f"LotteryConfig.rate must be in (0, 1) or None, got {self.rate!r}")
         for path, r in self.layer_rates:
             if not 0.0 <= r < 1.0:
                 raise ValueError(f"LotteryConfig.layer_rates[{path!r}] must be in [0, 1), got {r}")
+        self._check_final()
         if self.scope not in ("layer", "global"):
             raise ValueError(f"LotteryConfig.scope must be 'layer' or 'global', got {self.scope!r}")
         if self.layer_rates and self.scope != "layer":
             raise ValueError("LotteryConfig.layer_rates needs scope='layer'")
+        if isinstance(self.final, tuple) and self.scope != "layer":
+            raise ValueError("per-layer LotteryConfig.final needs scope='layer' (or one fraction)")
+        if self.scope == "global" and self.rate is None and self.final is None and self.layer_rates:
+            raise ValueError("LotteryConfig(scope='global') prunes all layers at one rate: set rate")
+        if self.final is not None and self.rounds < 1:
+            raise ValueError("LotteryConfig.final needs rounds >= 1 to reach it")
         if self.reset not in RESETS:
             raise ValueError(f"LotteryConfig.reset must be one of {RESETS}, got {self.reset!r}")
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
@@ -209,11 +240,52 @@ class LotteryConfig:
             raise ValueError(f"LotteryConfig.epsilon must be >= 0 or None, got {self.epsilon!r}")
         if self.adaptive is not None and not isinstance(self.adaptive, AdaptiveRate):
             raise TypeError(f"LotteryConfig.adaptive must be an AdaptiveRate, got {self.adaptive!r}")
+        if self.adaptive is not None and self.final is not None:
+            raise ValueError("LotteryConfig.final fixes every round's rate; it cannot be adaptive")
+        if self.adaptive is not None and self.rate is None and self.layer_rates:
+            raise ValueError("an adaptive LotteryConfig needs rate=, the starting rate")
+        if self.metric is not None and not isinstance(self.metric, str):
+            raise TypeError(f"LotteryConfig.metric must be a string or None, got {self.metric!r}")
+        if not isinstance(self.maximize, bool):
+            raise TypeError(f"LotteryConfig.maximize must be a bool, got {self.maximize!r}")
+        if self.metric is not None:
+            check_direction(self.metric, self.maximize)
+
+    def _check_final(self) -> None:
+        final = self.final
+        if final is None:
+            return
+        if isinstance(final, Mapping):
+            final = tuple(final.items())
+        if isinstance(final, (int, float)) and not isinstance(final, bool):
+            items = (("", float(final)),)
+            object.__setattr__(self, "final", float(final))
+        else:
+            try:
+                items = tuple((str(k), float(v)) for k, v in final)
+            except (TypeError, ValueError):
+                raise TypeError(
+                    f"LotteryConfig.final must be a fraction, a mapping or pairs (path, fraction); "
+                    f"got {self.final!r}"
+                ) from None
+            object.__setattr__(self, "final", items)
+        for path, f in items:
+            if not 0.0 <= f < 1.0:
+                where = f"[{path!r}]" if path else ""
+                raise ValueError(f"LotteryConfig.final{where} must be in [0, 1), got {f}")
+
+    @property
+    def base_rate(self) -> float | None:
+        """The rate of the layers no map names (0.2 when nothing else is given)."""
+        if self.rate is not None:
+            return float(self.rate)
+        return 0.2 if not self.layer_rates and self.final is None else None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly view (stored in every checkpoint to refuse resuming another config)."""
         d = dataclasses.asdict(self)
         d["layer_rates"] = [list(kv) for kv in self.layer_rates]
+        d["final"] = [list(kv) for kv in self.final] if isinstance(self.final, tuple) else self.final
         d["controls"] = list(self.controls)
         p = self.prunable
         # callables by name (a repr with a memory address would differ in a resumed process)
@@ -239,6 +311,7 @@ class LotteryResult(NamedTuple):
         is within ``epsilon`` of dense (the last accepted round if
         ``epsilon`` is ``None``).
       stopped: why the cycle ended: ``"rounds"``, ``"epsilon"`` or ``"min_rate"``.
+      metric: the ``eval_fn`` key the decisions used (``LotteryConfig.metric`` resolved).
     """
 
     records: list[dict[str, Any]]
@@ -246,3 +319,16 @@ class LotteryResult(NamedTuple):
     params: PyTree
     best_round: int
     stopped: str
+    metric: str | None = None
+
+
+_LOSS_WORDS = ("loss", "error", "perplexity")
+
+
+def check_direction(metric: str, maximize: bool) -> None:
+    """Refuse a loss-like metric name that would be maximized (a silently inverted search)."""
+    if maximize and any(w in metric.lower() for w in _LOSS_WORDS):
+        raise ValueError(
+            f"LotteryConfig.metric={metric!r} looks like a loss or an error rate, but "
+            "maximize=True treats higher as better; set maximize=False (or select on an accuracy)"
+        )

@@ -33,6 +33,8 @@ def imp(
     key: jax.Array,
     init_fn: Callable[[jax.Array], PyTree] | None = None,
     checkpoint_dir: str | os.PathLike | None = None,
+    on_round: Callable[[list[dict[str, Any]]], None] | None = None,
+    progress: bool = False,
 ) -> LotteryResult:
     """Iterative magnitude pruning with resets, controls, stopping and adaptive rates.
 
@@ -46,7 +48,8 @@ def imp(
     each layer (``scope="layer"``) or all prunable weights together (``scope="global"``)
     reach the cumulative sparsity ``1 − Π_i (1 − p_i)`` — with a constant rate ``p``
     exactly ``round((1 − (1 − p)^r) · n)`` of the ``n`` weights of a layer are pruned
-    (:func:`sparsejax.prune` with the previous mask, so masks only shrink). The
+    (:func:`sparsejax.prune` with the previous mask, so masks only shrink); with
+    ``config.final`` a layer reaches exactly ``round(final · n)`` after round ``R``. The
     surviving weights are then *reset* (:data:`RESETS`):
 
     ================  ==================================================  ===========================
@@ -71,9 +74,12 @@ def imp(
     * ``"one_shot"``: magnitude pruning of the *dense* trained weights straight to
       the ticket's per-layer counts, then the ticket's reset.
 
-    Stopping and adapting (``config.epsilon``, ``config.adaptive``): after each
-    round the mean over seeds of ``eval_fn(params)[config.metric]`` is compared
-    with the dense round's. A drop larger than ``epsilon`` stops the cycle; with an
+    The decision metric is named in one place, ``config.metric`` (default
+    ``"val_accuracy"``, or ``eval_fn``'s only key); ``eval_fn(θ₀)`` is called once
+    before any training to check that it returns it. Stopping and adapting
+    (``config.epsilon``, ``config.adaptive``): after each round the mean over seeds of
+    that metric is compared with the dense round's (lower is better with
+    ``config.maximize=False``). A drop larger than ``epsilon`` stops the cycle; with an
     :class:`AdaptiveRate` the next rate grows while the drop stays within
     ``adaptive.hold`` and shrinks otherwise, and a round that breaks ``epsilon`` is
     rejected and retried from the last accepted round at a smaller rate, until the
@@ -94,9 +100,16 @@ def imp(
     to ``plan.end_step`` of the learning-rate schedule, with the learning rate
     scaled by ``plan.lr_scale``; returns the final params, the params after
     ``plan.capture_step`` steps when that is not ``None`` (the late-rewinding
-    point), and an optional ``history`` of periodic evaluations (see
-    :class:`TrainOutput`). ``eval_fn(params) -> {name: scalar or [S]}`` evaluates
-    the final params.
+    point), an optional ``history`` of periodic evaluations (see
+    :class:`TrainOutput`) and the ``lr_scale`` it applied (required when it is not
+    1: a ``train_fn`` that ignores ``plan.lr_scale`` would silently turn fine-tuning
+    into another method, so the driver refuses the round). ``eval_fn(params) ->
+    {name: scalar or [S]}`` evaluates the final params.
+
+    Quiet by default: ``progress=True`` prints one line per round (sparsity, the
+    metric against dense, the controls, seconds), and ``on_round(records)`` is
+    called after every round (once its checkpoint is written) with that round's
+    records (the dense or ticket record first, then the controls).
 
     Seeds in parallel: with ``config.seed_axis=True`` every params / mask leaf
     and the key carry a leading seed axis ``S``; pruning and scores are
@@ -115,14 +128,18 @@ def imp(
       key: PRNG key (``key[S]`` with ``config.seed_axis``).
       init_fn: ``key -> params`` for the ``"reinit"`` control.
       checkpoint_dir: checkpoint every round here (orbax) and resume from it.
+      on_round: called with each round's records (a list of dicts) as it ends.
+      progress: print one line per round (the runner turns it on).
 
     Returns:
       A :class:`LotteryResult`. Pure apart from the checkpoint files.
 
     Raises:
-      ValueError / TypeError: bad config, ``train_fn`` output of another tree,
-      missing ``captured`` params for ``"rewind"``, ``eval_fn`` without
-      ``config.metric``, a checkpoint of another config.
+      ValueError / TypeError: bad config (a ``layer_rates`` / ``final`` key matching no
+      layer, a layer without a rate), ``eval_fn`` without the metric or with
+      non-numeric values (raised before any training), ``train_fn`` output of another
+      tree or ignoring ``plan.lr_scale``, missing ``captured`` params for
+      ``"rewind"``, a checkpoint of another config.
 
     References:
       Han, Pool, Tran & Dally, "Learning both Weights and Connections for Efficient
@@ -156,7 +173,10 @@ def imp(
                 "seed_axis=True needs a common leading seed axis S on every params leaf and "
                 f"key of shape (S,), got key shape {np.shape(key)}"
             )
-    return IMPRun(params, train_fn, eval_fn, config, key, init_fn, checkpoint_dir).run()
+    if on_round is not None and not callable(on_round):
+        raise TypeError(f"on_round must be callable, got {on_round!r}")
+    return IMPRun(params, train_fn, eval_fn, config, key, init_fn, checkpoint_dir,
+                  on_round=on_round, progress=bool(progress)).run()
 
 
 def search_sparsity(
@@ -170,6 +190,8 @@ def search_sparsity(
     max_rounds: int = 20,
     adaptive: AdaptiveRate = _DEFAULT_ADAPTIVE,
     checkpoint_dir: str | os.PathLike | None = None,
+    on_round: Callable[[list[dict[str, Any]]], None] | None = None,
+    progress: bool = False,
     **config: Any,
 ) -> tuple[float, LotteryResult]:
     """Highest sparsity whose ``config.metric`` stays within ``epsilon`` of dense, in one call.
@@ -180,7 +202,7 @@ def search_sparsity(
     falls below ``adaptive.min_rate`` or ``max_rounds`` attempts are used.
 
     Args:
-      params, train_fn, eval_fn, key, checkpoint_dir: as for :func:`imp`.
+      params, train_fn, eval_fn, key, checkpoint_dir, on_round, progress: as for :func:`imp`.
       epsilon: tolerated drop of the metric (e.g. 0.005 = 0.5 pp).
       rate: first pruning rate.
       max_rounds: pruning attempts.
@@ -191,7 +213,8 @@ def search_sparsity(
       ``(sparsity, result)``: the sparsity of ``result.best_round`` and the run.
     """
     cfg = LotteryConfig(rounds=max_rounds, rate=rate, epsilon=epsilon, adaptive=adaptive, **config)
-    result = imp(params, train_fn, eval_fn, cfg, key=key, checkpoint_dir=checkpoint_dir)
+    result = imp(params, train_fn, eval_fn, cfg, key=key, checkpoint_dir=checkpoint_dir,
+                 on_round=on_round, progress=progress)
     best = next(r for r in result.records
                 if r["round"] == result.best_round and r["variant"] in ("dense", "ticket"))
     return float(best["sparsity"]), result

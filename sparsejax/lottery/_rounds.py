@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,7 +19,13 @@ import numpy as np
 
 from sparsejax import checkpoint
 from sparsejax import scores as scores_lib
-from sparsejax.lottery._config import LotteryConfig, LotteryResult, TrainOutput, TrainPlan
+from sparsejax.lottery._config import (
+    LotteryConfig,
+    LotteryResult,
+    TrainOutput,
+    TrainPlan,
+    check_direction,
+)
 from sparsejax.lottery._records import history_stats, mean_and_per_seed, pruned_counts
 from sparsejax.lottery._rules import cumulative_sparsity, next_rate, should_stop
 from sparsejax.masks import apply_mask, init_mask
@@ -49,32 +56,63 @@ def _prunable_names(params1: PyTree, prunable: Prunable) -> list[tuple[str, tupl
     ]
 
 
-def _layer_rates(config: LotteryConfig, names: Sequence[str]) -> dict[str, float]:
-    """Per-layer rate of every prunable path; a ``layer_rates`` key matching none → ValueError."""
-    out = {}
-    used = set()
-    for name in names:
-        rate = config.rate
-        exact = [k for k, _ in config.layer_rates if k == name]
-        keys = exact or [k for k, _ in config.layer_rates if re.search(k, name)]
-        if keys:
-            rate = dict(config.layer_rates)[keys[0]]
-            used.add(keys[0])
-        out[name] = rate
-    unused = [k for k, _ in config.layer_rates if k not in used]
-    for key in unused:
+def _match(pairs: Sequence[tuple[str, float]], name: str) -> str | None:
+    """The key of ``pairs`` for a path: an exact path wins, else the first regex found in it."""
+    exact = [k for k, _ in pairs if k == name]
+    keys = exact or [k for k, _ in pairs if re.search(k, name)]
+    return keys[0] if keys else None
+
+
+def _check_keys(pairs: Sequence[tuple[str, float]], names: Sequence[str], field: str) -> None:
+    for key, _ in pairs:
         if not any(key == n or re.search(key, n) for n in names):
             raise ValueError(
-                f"LotteryConfig.layer_rates key {key!r} matches no prunable layer; layers: {names}"
+                f"LotteryConfig.{field} key {key!r} matches no prunable layer; layers: {names}"
             )
-    return out
+
+
+def _layer_plan(config: LotteryConfig, names: Sequence[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """Per prunable path: its per-round rate, and its final fraction where ``final`` sets it.
+
+    Raises:
+      ValueError: a ``layer_rates`` / ``final`` key matching no layer, or (``rate=None``
+        with maps) a layer that gets no rate.
+    """
+    _check_keys(config.layer_rates, names, "layer_rates")
+    final = config.final
+    if isinstance(final, tuple):
+        _check_keys(final, names, "final")
+    rates: dict[str, float] = {}
+    finals: dict[str, float] = {}
+    missing = []
+    for name in names:
+        if isinstance(final, float):
+            finals[name] = final
+        elif isinstance(final, tuple) and (key := _match(final, name)) is not None:
+            finals[name] = dict(final)[key]
+        if name in finals:
+            rates[name] = 1.0 - (1.0 - finals[name]) ** (1.0 / config.rounds)
+        elif (key := _match(config.layer_rates, name)) is not None:
+            rates[name] = dict(config.layer_rates)[key]
+        elif config.base_rate is not None:
+            rates[name] = config.base_rate
+        else:
+            missing.append(name)
+    if missing:
+        raise ValueError(
+            f"LotteryConfig: no rate for the prunable layers {missing}: layer_rates / final do "
+            "not name them; set rate= for the others or add them"
+        )
+    return rates, finals
 
 
 class IMPRun:
     """The state machine behind :func:`sparsejax.lottery.imp` (one instance per call)."""
 
-    def __init__(self, params, train_fn, eval_fn, config, key, init_fn, checkpoint_dir):
+    def __init__(self, params, train_fn, eval_fn, config, key, init_fn, checkpoint_dir,
+                 on_round=None, progress=False):
         self.cfg = config
+        self.on_round, self.progress = on_round, progress
         self.train_fn, self.eval_fn, self.init_fn = train_fn, eval_fn, init_fn
         self.key = key
         self.dir = checkpoint_dir
@@ -84,7 +122,11 @@ class IMPRun:
         if not self.layers:
             raise ValueError("no prunable parameter: LotteryConfig.prunable matched no leaf")
         self.names = [n for n, _ in self.layers]
-        self.layer_rate = _layer_rates(config, self.names)
+        self.layer_rate, self.final = _layer_plan(config, self.names)
+        # rates are recorded relative to this nominal rate (1.0 when only maps give them)
+        self.nominal = config.base_rate if config.base_rate is not None else 1.0
+        self.metric: str | None = config.metric
+        self.sign = 1.0 if config.maximize else -1.0
 
     # ----------------------------------------------------------- masks
     def dense_mask(self):
@@ -107,17 +149,29 @@ class IMPRun:
 
         return _vmapped(one, cfg.seed_axis)(scores, self.dense_mask() if mask is None else mask)
 
+    def _final_target(self, final: float, done: int) -> float:
+        """``1 − k^(r/R)`` after ``r = done`` rounds, exactly the final fraction at ``R``."""
+        if done >= self.cfg.rounds:
+            return final
+        return 1.0 - (1.0 - final) ** (done / self.cfg.rounds)
+
     def ticket_mask(self, trained, base_mask, rates):
         """Cumulative magnitude pruning to ``1 − Π(1 − p_i)`` per layer (or globally)."""
         cfg = self.cfg
         scores = scores_lib.magnitude(trained)
         if cfg.scope == "global":
-            return self._vprune(scores, cumulative_sparsity(rates), base_mask, scope="global")
-        targets = {
-            name: cumulative_sparsity([min(1.0, self.layer_rate[name] * r / cfg.rate)
-                                       for r in rates])
-            for name in self.names
-        }
+            if isinstance(cfg.final, float):
+                target = self._final_target(cfg.final, len(rates))
+            else:
+                target = cumulative_sparsity(rates)
+            return self._vprune(scores, target, base_mask, scope="global")
+        targets = {}
+        for name in self.names:
+            if name in self.final:
+                targets[name] = self._final_target(self.final[name], len(rates))
+            else:
+                targets[name] = cumulative_sparsity(
+                    [min(1.0, self.layer_rate[name] * r / self.nominal) for r in rates])
         return self._vprune(scores, targets, base_mask)
 
     def same_counts_mask(self, scores, ticket):
@@ -141,11 +195,11 @@ class IMPRun:
     def run_variant(self, record, start, mask, key, plan):
         out = self.train_fn(start, mask, key, plan)
         if not isinstance(out, TrainOutput):
-            if isinstance(out, tuple) and len(out) == 3:
+            if isinstance(out, tuple) and len(out) in (3, 4):
                 out = TrainOutput(*out)
             else:
                 raise TypeError(
-                    f"train_fn must return a TrainOutput(params, captured, history), got "
+                    f"train_fn must return a TrainOutput(params, captured, history[, lr_scale]), got "
                     f"{type(out).__name__}"
                 )
         check_same_structure(start, out.params, "params", "train_fn(...).params")
@@ -159,16 +213,70 @@ class IMPRun:
             weights_remaining=1.0 - pruned / total,
             layer_sparsity={n: p / t for n, (p, t) in counts.items()},
         )
-        metrics = self.eval_fn(out.params)
-        if not isinstance(metrics, Mapping) or self.cfg.metric not in metrics:
+        if plan.lr_scale != 1.0 and out.lr_scale != plan.lr_scale:
             raise ValueError(
-                f"eval_fn must return a mapping with the key {self.cfg.metric!r} "
-                f"(LotteryConfig.metric), got {metrics!r}"
+                f"train_fn was asked to train at plan.lr_scale={plan.lr_scale} (reset="
+                f"{self.cfg.reset!r}) but returned TrainOutput.lr_scale={out.lr_scale!r}: a "
+                "train_fn that ignores the scale runs another method. Multiply the learning "
+                "rate by plan.lr_scale and return TrainOutput(..., lr_scale=plan.lr_scale)"
             )
+        metrics = self.check_metrics(self.eval_fn(out.params))
         for name, value in metrics.items():
             record[name], record[f"{name}_per_seed"] = mean_and_per_seed(value)
         record.update(history_stats(out.history or {}))
         return out, record
+
+    def check_metrics(self, metrics: Any) -> Mapping[str, Any]:
+        """``eval_fn``'s result, checked: a mapping of numbers holding the decision metric."""
+        if not isinstance(metrics, Mapping) or not metrics:
+            raise ValueError(f"eval_fn must return a non-empty mapping {{name: value}}, got {metrics!r}")
+        for name, value in metrics.items():
+            try:
+                mean_and_per_seed(value)
+            except (TypeError, ValueError):
+                raise ValueError(
+                    f"eval_fn's {name!r} must be a number or an array of per-seed numbers, got "
+                    f"{value!r}"
+                ) from None
+        if self.metric is not None and self.metric not in metrics:
+            raise ValueError(
+                f"LotteryConfig.metric={self.metric!r} is not among what eval_fn returns: "
+                f"{sorted(metrics)}"
+            )
+        return metrics
+
+    def resolve_metric(self) -> None:
+        """Evaluate ``θ₀`` once, before any training, and fix the decision metric."""
+        metrics = self.check_metrics(self.eval_fn(self.theta0))
+        if self.metric is None:
+            if "val_accuracy" in metrics:
+                self.metric = "val_accuracy"
+            elif len(metrics) == 1:
+                self.metric = next(iter(metrics))
+            else:
+                raise ValueError(
+                    f"eval_fn returns {sorted(metrics)}: name the one to select rounds on with "
+                    "LotteryConfig(metric=...)"
+                )
+            check_direction(self.metric, self.cfg.maximize)
+
+    def report(self, round_records: list[dict[str, Any]], dense_value: float, seconds: float):
+        """Call ``on_round`` and print the progress line (when asked)."""
+        if self.progress:
+            r = round_records[0]
+            value = r[self.metric]
+            line = (
+                f"imp round {r['round']}/{self.cfg.rounds} {r['variant']}: sparsity "
+                f"{r['sparsity']:.2%} ({r['pruned']:,} of {r['prunable']:,} pruned), "
+                f"{self.metric} {value:.4f}"
+            )
+            if r["round"] > 0:
+                line += f" (dense {dense_value:.4f})" + ("" if r["accepted"] else ", rejected")
+            for c in round_records[1:]:
+                line += f"; {c['variant']} {c[self.metric]:.4f}"
+            print(f"{line}, {seconds:.1f} s", flush=True)
+        if self.on_round is not None:
+            self.on_round([dict(r) for r in round_records])
 
     # ----------------------------------------------------------- checkpoints
     def _state(self, base_params, base_mask, dense_params):
@@ -200,9 +308,11 @@ class IMPRun:
     def run(self) -> LotteryResult:
         cfg = self.cfg
         dense_mask = self.dense_mask()
+        self.resolve_metric()
         target = self._state(self.theta0, dense_mask, self.theta0)
         resumed = self.restore(target)
         if resumed is None:
+            started = time.perf_counter()
             plan = self.plan(dense=True)
             out, rec = self.run_variant(
                 {"round": 0, "variant": "dense", "accepted": True, "rate": 0.0},
@@ -218,18 +328,20 @@ class IMPRun:
                 rewind = out.captured
             else:
                 rewind = self.theta0
-            meta = {"records": [rec], "rates": [], "rate": cfg.rate, "attempt": 0,
+            meta = {"records": [rec], "rates": [], "rate": self.nominal, "attempt": 0,
                     "stopped": None}
             state = self._state(out.params, dense_mask, out.params)
             self.save(0, state, meta, rewind=rewind)
+            self.report([rec], rec[self.metric], time.perf_counter() - started)
         else:
             restored, rewind = resumed
             state, meta = restored.state, restored.metadata
         records = list(meta["records"])
-        dense_value = records[0][cfg.metric]
+        dense_value = records[0][self.metric]
         rates, rate, attempt, stopped = list(meta["rates"]), meta["rate"], meta["attempt"], \
             meta["stopped"]
         while stopped is None and attempt < cfg.rounds:
+            started = time.perf_counter()
             attempt += 1
             key = _fold(self.key, attempt)
             trial_rates = [*rates, rate]
@@ -237,14 +349,15 @@ class IMPRun:
             plan = self.plan(dense=False)
             trained = state["base_params"] if cfg.reset in ("lr_rewind", "finetune") else rewind
             start = self.mask_params(trained, mask)
+            shown = rate if cfg.base_rate is not None else None
             out, rec = self.run_variant(
-                {"round": attempt, "variant": "ticket", "rate": rate}, start, mask,
+                {"round": attempt, "variant": "ticket", "rate": shown}, start, mask,
                 _fold(key, 0), plan,
             )
-            value = rec[cfg.metric]
-            broke = should_stop(dense_value, value, cfg.epsilon)
-            new_rate = rate if cfg.adaptive is None else next_rate(rate, dense_value, value,
-                                                                   cfg.adaptive)
+            value = rec[self.metric]
+            signed = (self.sign * dense_value, self.sign * value)
+            broke = should_stop(*signed, cfg.epsilon)
+            new_rate = rate if cfg.adaptive is None else next_rate(rate, *signed, cfg.adaptive)
             retry = broke and cfg.adaptive is not None and rate * cfg.adaptive.shrink >= \
                 cfg.adaptive.min_rate
             rec["accepted"] = not broke
@@ -268,7 +381,7 @@ class IMPRun:
                         else rewind
                     cstart = self.mask_params(src, cmask)
                 _, crec = self.run_variant(
-                    {"round": attempt, "variant": control, "rate": rate,
+                    {"round": attempt, "variant": control, "rate": shown,
                      "accepted": not broke}, cstart, cmask, ckey, plan,
                 )
                 round_records.append(crec)
@@ -282,6 +395,7 @@ class IMPRun:
             meta = {"records": records, "rates": rates, "rate": rate, "attempt": attempt,
                     "stopped": stopped}
             self.save(attempt, state, meta)
+            self.report(round_records, dense_value, time.perf_counter() - started)
         accepted = [r for r in records if r["variant"] in ("dense", "ticket") and r["accepted"]]
         return LotteryResult(
             records=records,
@@ -289,4 +403,5 @@ class IMPRun:
             params=state["base_params"],
             best_round=int(max(accepted, key=lambda r: (r["sparsity"], -r["round"]))["round"]),
             stopped=stopped or "rounds",
+            metric=self.metric,
         )

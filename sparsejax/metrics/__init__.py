@@ -17,7 +17,7 @@ pruning results:
 FLOPs are derived *generically* by tracing the model's forward pass with
 :func:`jax.make_jaxpr`: no per-layer-type table, so any model built from ``dot_general``
 (``Dense``, ``Einsum``, attention projections) and ``conv_general_dilated`` is covered, in
-Linen, NNX (``nnx.split`` / ``nnx.merge``) or plain JAX. The per-parameter size table is
+Linen, NNX (``flops(model, x)``) or plain JAX. The per-parameter size table is
 :func:`sparsejax.masks.summary` / :func:`sparsejax.masks.format_summary`.
 
 Classification metrics (accuracy, per-class and macro precision / recall / F1, confusion

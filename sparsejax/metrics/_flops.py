@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import math
+import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -212,10 +213,20 @@ def _walk(
     return [origin(v) for v in jaxpr.outvars]
 
 
+def _nnx_module(x: Any) -> Any:
+    """``flax.nnx`` if ``x`` is an NNX module (without importing Flax otherwise), else None."""
+    nnx = sys.modules.get("flax.nnx")
+    return nnx if nnx is not None and isinstance(x, nnx.Module) else None
+
+
 def flops(
-    apply_fn: Callable[..., Any], params: PyTree, *inputs: Any, mask: PyTree | None = None
+    apply_fn: Callable[..., Any], params: PyTree = None, *inputs: Any, mask: PyTree | None = None
 ) -> FlopsReport:
     """Dense and nonzero FLOPs (multiply-accumulates) of ``apply_fn(params, *inputs)``.
+
+    An NNX model is counted directly: ``flops(model, x)`` (or ``flops(model, x,
+    mask=mask)`` with a mask mirroring ``nnx.state(model, nnx.Param)``) traces
+    ``model(x)`` in eval mode with its parameters as ``params``.
 
     The call is traced once with :func:`jax.make_jaxpr` (nothing is computed). Every
     ``dot_general`` and ``conv_general_dilated`` of the jaxpr — inside ``jit``,
@@ -232,8 +243,9 @@ def flops(
 
     Args:
       apply_fn: ``apply_fn(params, *inputs)``; e.g. ``model.apply`` (Linen) or
-        ``lambda state, x: nnx.merge(graphdef, state)(x)`` (NNX). Parameters must be passed
-        in ``params``, not closed over (closed-over weights appear as :data:`NO_PARAMETER`).
+        ``lambda state, x: nnx.merge(graphdef, state)(x)``; or an ``nnx.Module`` (then
+        the positional arguments after it are its inputs). Parameters must be passed in
+        ``params``, not closed over (closed-over weights appear as :data:`NO_PARAMETER`).
       params: the parameter pytree (concrete arrays: densities are read from them).
       *inputs: example inputs (arrays or ``jax.ShapeDtypeStruct``).
       mask: optional mask mirroring ``params``. A layer's density is the fraction of entries
@@ -249,9 +261,27 @@ def flops(
       ValueError: a ``while_loop`` containing matrix products, or a primitive whose
         sub-computation cannot be followed.
 
+    Example:
+      >>> from flax import nnx
+      >>> from sparsejax.models import LeNet300100
+      >>> flops(LeNet300100(rngs=nnx.Rngs(0)), jnp.ones((1, 784))).total_flops
+      266200
+
     References:
       Blalock et al. "What is the State of Neural Network Pruning?". MLSys 2020.
     """
+    nnx = _nnx_module(apply_fn)
+    if nnx is not None:
+        model = nnx.clone(apply_fn)
+        model.eval()
+        inputs = inputs if params is None else (params, *inputs)
+        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+
+        def apply_fn(p, *xs):
+            return nnx.merge(graphdef, p, rest, copy=True)(*xs)
+
+    elif params is None:
+        raise TypeError("flops(apply_fn, params, *inputs): params is required for a function")
     closed = jax.make_jaxpr(apply_fn)(params, *inputs)
     names = named_leaves(params)
     origins: list[int | None] = [

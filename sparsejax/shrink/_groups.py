@@ -365,9 +365,9 @@ def group_mask(
       keep: keep sets as :func:`keep_sets` returns them.
 
     Returns:
-      A mask pytree mirroring ``params``: members get a bool leaf of their parameter's
-      rank with the kept pattern along the member axes (size 1 elsewhere), other leaves
-      the scalar ``True``.
+      A mask pytree mirroring ``params``: members of groups that lose units get a bool
+      leaf of their parameter's rank with the kept pattern along the member axes (size 1
+      elsewhere), other leaves the scalar ``True``.
     """
     by_path: dict[str, list[tuple[Group, Member]]] = {}
     for g in groups:
@@ -380,13 +380,17 @@ def group_mask(
             return jnp.ones((), bool)
         shape = np.shape(p)
         out = np.ones((1,) * len(shape), bool)
+        cut = False
         for g, m in entries:
             kept = np.zeros(g.size, bool)
             kept[list(keep[g.name])] = True
+            if kept.all():
+                continue
+            cut = True
             along = np.broadcast_to(kept[None, :, None], (m.outer, g.size, m.inner)).reshape(-1)
             view = [1] * len(shape)
             view[m.axis] = shape[m.axis]
             out = out & along.reshape(view)
-        return jnp.asarray(out)
+        return jnp.asarray(out) if cut else jnp.ones((), bool)
 
     return jax.tree_util.tree_map_with_path(lambda kp, p: leaf_mask(path_str(kp), p), params)

@@ -30,6 +30,7 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -40,7 +41,7 @@ from flax import nnx
 from sparsejax.shrink._coupling import AxisLabel, GroupUnion, LeafAxis
 from sparsejax.shrink._groups import Group, Member
 from sparsejax.shrink._primitives import JaxprWalker
-from sparsejax.tree import named_leaves
+from sparsejax.tree import PyTree, named_leaves
 
 __all__ = ["coupled_groups", "example_input"]
 
@@ -66,8 +67,10 @@ def example_input(model: nnx.Module) -> jax.ShapeDtypeStruct:
     )
 
 
-def coupled_groups(model: nnx.Module, inputs: Any = None) -> tuple[Group, ...]:
-    """Coupled groups of an NNX model, derived by tracing its forward pass (eval mode).
+def coupled_groups(
+    model: nnx.Module | Callable[..., Any], inputs: Any = None, *, params: PyTree = None
+) -> tuple[Group, ...]:
+    """Coupled groups of a model, derived by tracing its forward pass (eval mode).
 
     Each group is a set of units (output channels of a Dense/Conv layer, attention heads,
     residual-stream channels, ...) together with every parameter and running-statistic
@@ -79,46 +82,79 @@ def coupled_groups(model: nnx.Module, inputs: Any = None) -> tuple[Group, ...]:
     set to the reason (they reach the output; a LayerNorm reduces over them; an option-A
     shortcut pads them; an unsupported primitive consumes them).
 
-    The model is not modified (a copy is traced in eval mode; nothing is computed).
+    Nothing is computed and the model is not modified (an NNX model is traced as a copy,
+    in eval mode).
 
     Args:
-      model: an ``nnx.Module`` called as ``model(inputs)``.
-      inputs: one example batch (array or ``jax.ShapeDtypeStruct``); default: from the
-        model's ``in_shape`` / ``features`` / ``in_length`` (the zoo models).
+      model: an ``nnx.Module`` called as ``model(inputs)``, or a pure function
+        ``apply_fn(params, inputs)`` of a parameter pytree in any layout (Linen's
+        ``module.apply`` with ``params={"params": ...}``, an Equinox model split with
+        ``eqx.partition``, plain JAX); then ``params`` is required and every member path is
+        a path of ``params``.
+      inputs: one example batch (array or ``jax.ShapeDtypeStruct``); default for NNX: from
+        the model's ``in_shape`` / ``features`` / ``in_length`` (the zoo models).
+      params: the parameter pytree of ``apply_fn`` (arrays or ``jax.ShapeDtypeStruct``).
 
     Returns:
-      The groups, ordered by their leader's position in ``nnx.state(model)``; groups of a
+      The groups, ordered by their leader's position in the state (``params``); groups of a
       single unit are omitted (they cannot shrink).
 
     Raises:
-      ValueError: if the model cannot be traced with ``inputs`` (the trace error is chained).
+      TypeError: neither an ``nnx.Module`` nor a callable with ``params``.
+      ValueError: if the forward pass cannot be traced with ``inputs`` (the trace error is
+        chained).
+
+    Example (a Linen MLP):
+      >>> import flax.linen as nn
+      >>> mlp = nn.Sequential([nn.Dense(8), nn.relu, nn.Dense(3)])
+      >>> x = jnp.ones((2, 5))
+      >>> params = mlp.init(jax.random.key(0), x)
+      >>> [(g.name, g.blocked is None) for g in coupled_groups(mlp.apply, x, params=params)]
+      [('params/layers_0/kernel:1', True), ('params/layers_2/kernel:1', False)]
 
     References:
       Li et al. (2017), Pruning Filters for Efficient ConvNets, ICLR; Liu et al. (2017),
       Network Slimming, ICCV; Michel, Levy & Neubig (2019), Are Sixteen Heads Really Better
       than One?, NeurIPS; Fang et al. (2023), DepGraph, CVPR.
     """
-    if not isinstance(model, nnx.Module):
-        raise TypeError(f"model must be an nnx.Module, got {type(model).__name__}")
-    if inputs is None:
-        inputs = example_input(model)
-    clone = nnx.clone(model)
-    clone.eval()
-    graphdef, params, rest = nnx.split(clone, nnx.Param, ...)
+    if isinstance(model, nnx.Module):
+        if params is not None:
+            raise TypeError("coupled_groups: params= is for a function apply_fn(params, x), "
+                            "not for an nnx.Module (its parameters are its own)")
+        if inputs is None:
+            inputs = example_input(model)
+        clone = nnx.clone(model)
+        clone.eval()
+        graphdef, state, rest = nnx.split(clone, nnx.Param, ...)
 
-    def forward(p, r, x):
-        return nnx.merge(graphdef, p, r, copy=True)(x)
+        def forward(p, r, x):
+            return nnx.merge(graphdef, p, r, copy=True)(x)
 
+        trees, what = (state, rest), type(model).__name__
+    elif callable(model) and params is not None:
+        if inputs is None:
+            raise ValueError("coupled_groups(apply_fn, inputs, params=...) needs inputs= (one batch)")
+
+        def forward(p, x):
+            return model(p, x)
+
+        trees, what = (params,), getattr(model, "__qualname__", type(model).__name__)
+    else:
+        raise TypeError(
+            f"coupled_groups needs an nnx.Module, or a function apply_fn(params, x) with "
+            f"params=; got {type(model).__name__}"
+            + (" without params" if callable(model) else "")
+        )
     try:
-        closed = jax.make_jaxpr(forward)(params, rest, inputs)
+        closed = jax.make_jaxpr(forward)(*trees, inputs)
     except Exception as err:
         raise ValueError(
-            f"coupled_groups: tracing {type(model).__name__} on inputs of shape "
+            f"coupled_groups: tracing {what} on inputs of shape "
             f"{getattr(inputs, 'shape', None)} failed: {err}"
         ) from err
-    leaves = named_leaves(params) + named_leaves(rest)
+    leaves = [leaf for tree in trees for leaf in named_leaves(tree)]
     names = [n for n, _ in leaves]
-    is_param = [True] * len(named_leaves(params)) + [False] * len(named_leaves(rest))
+    is_param = [True] * len(named_leaves(trees[0])) + [False] * (len(leaves) - len(named_leaves(trees[0])))
     tracer = GroupUnion(names)
     in_labels: list[dict[int, AxisLabel]] = []
     for i, (_, leaf) in enumerate(leaves):

@@ -54,7 +54,7 @@ def sgd_train(params, mask, key, plan):
     steps = jnp.arange(plan.start_step + 1, plan.end_step + 1)
     history = {"step": steps, "val_loss": jnp.stack(losses), "val_accuracy": jnp.stack(accs),
                "test_accuracy": jnp.stack(accs)}
-    return lt.TrainOutput(p, captured, history)
+    return lt.TrainOutput(p, captured, history, plan.lr_scale)
 
 
 sgd_train_jit = jax.jit(sgd_train, static_argnames="plan")
@@ -194,7 +194,8 @@ def test_history_statistics():
 
 
 def scripted_eval(values):
-    it = iter(values)
+    """Scripted accuracies; the first also answers imp's check of eval_fn on θ₀."""
+    it = iter([values[0], *values])
 
     def fn(p):
         return {"val_accuracy": next(it)}
@@ -313,3 +314,94 @@ def test_bad_inputs_raise_clear_errors():
     with pytest.raises(ValueError, match="init_fn"):
         lt.imp(P0, identity_train, eval_fn, lt.LotteryConfig(rounds=1, controls=("reinit",)),
                key=jax.random.key(0))
+
+
+# ------------------------------------------------------------------ driver ergonomics
+
+
+def test_quiet_by_default_progress_lines_and_on_round(capsys):
+    cfg = lt.LotteryConfig(rounds=2, rate=0.5, controls=("random_mask",))
+    seen = []
+    res = lt.imp(P0, identity_train, eval_fn, cfg, key=jax.random.key(0), on_round=seen.append)
+    assert capsys.readouterr().out == ""  # a library call prints nothing
+    assert [[r["variant"] for r in recs] for recs in seen] == [
+        ["dense"], ["ticket", "random_mask"], ["ticket", "random_mask"]]
+    assert [r for recs in seen for r in recs] == res.records
+    lt.imp(P0, identity_train, eval_fn, cfg, key=jax.random.key(0), progress=True)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("imp round 0/2 dense: sparsity 0.00%")
+    assert lines[2].startswith("imp round 2/2 ticket: sparsity 75.00% (144 of 192 pruned), "
+                               "val_accuracy ")
+    assert "(dense " in lines[2] and "; random_mask " in lines[2]
+    with pytest.raises(TypeError, match="on_round must be callable"):
+        lt.imp(P0, identity_train, eval_fn, cfg, key=jax.random.key(0), on_round=1)
+
+
+def test_final_fractions_give_per_round_rates_and_exact_final_counts():
+    """Han et al. give final per-layer sparsities: no hand conversion to 1 − k^(1/R)."""
+    cfg = lt.LotteryConfig(rounds=3, final={"w1": 0.9, "w2": 0.5})  # no rate needed
+    res = lt.imp(P0, identity_train, eval_fn, cfg, key=jax.random.key(0))
+    tickets = [r for r in res.records if r["variant"] == "ticket"]
+    for r, rec in enumerate(tickets, start=1):
+        assert rec["layer_sparsity"]["w1"] == round((1 - 0.1 ** (r / 3)) * 128) / 128
+        assert rec["layer_sparsity"]["w2"] == round((1 - 0.5 ** (r / 3)) * 64) / 64
+    assert tickets[-1]["pruned"] == round(0.9 * 128) + round(0.5 * 64) == 147
+    # the same run from the per-round rates by hand
+    rates = {"w1": 1 - 0.1 ** (1 / 3), "w2": 1 - 0.5 ** (1 / 3)}
+    hand = lt.imp(P0, identity_train, eval_fn, lt.LotteryConfig(rounds=3, layer_rates=rates),
+                  key=jax.random.key(0))
+    assert [r["pruned"] for r in hand.records] == [r["pruned"] for r in res.records]
+    one = lt.imp(P0, identity_train, eval_fn,
+                 lt.LotteryConfig(rounds=2, final=0.75, scope="global"), key=jax.random.key(0))
+    assert [r["pruned"] for r in one.records] == [0, round(0.5 * 192), 144]
+    with pytest.raises(ValueError, match=r"no rate for the prunable layers \['w2'\]"):
+        lt.imp(P0, identity_train, eval_fn, lt.LotteryConfig(rounds=1, final={"w1": 0.5}),
+               key=jax.random.key(0))
+    with pytest.raises(ValueError, match=r"final\['w1'\] must be in \[0, 1\)"):
+        lt.LotteryConfig(rounds=1, final={"w1": 1.0})
+    with pytest.raises(ValueError, match="cannot be adaptive"):
+        lt.LotteryConfig(rounds=1, final=0.5, adaptive=lt.AdaptiveRate())
+    with pytest.raises(ValueError, match="key 'conv' matches no prunable layer"):
+        lt.imp(P0, identity_train, eval_fn, lt.LotteryConfig(rounds=1, final={"conv": 0.5}),
+               key=jax.random.key(0))
+
+
+def test_a_train_fn_ignoring_lr_scale_is_refused():
+    cfg = lt.LotteryConfig(rounds=1, reset="finetune", finetune_lr_scale=0.1, steps=2)
+    with pytest.raises(ValueError, match=r"plan.lr_scale=0.1 .*returned TrainOutput.lr_scale=None"):
+        lt.imp(P0, identity_train, eval_fn, cfg, key=jax.random.key(0))
+
+    def honest(p, m, k, plan):
+        return lt.TrainOutput(p, None, {}, lr_scale=plan.lr_scale)
+
+    res = lt.imp(P0, honest, eval_fn, cfg, key=jax.random.key(0))
+    assert res.records[1]["pruned"] == round(0.2 * 128) + round(0.2 * 64)
+
+
+def test_selection_metric_named_once_and_checked_before_training():
+    test_only = lambda p: {"test_accuracy": accuracy(p)}  # noqa: E731
+    rec = Recorder(identity_train)
+    res = lt.imp(P0, rec, test_only, lt.LotteryConfig(rounds=1, epsilon=0.5),
+                 key=jax.random.key(0))
+    assert res.metric == "test_accuracy" and len(rec.calls) == 2
+    both = lambda p: {"test_accuracy": accuracy(p), "test_loss": loss_fn(p)}  # noqa: E731
+    for cfg, pattern in [
+        (lt.LotteryConfig(rounds=1), r"name the one to select rounds on"),
+        (lt.LotteryConfig(rounds=1, metric="val_accuracy"), r"not among .*\['test_accuracy'"),
+    ]:
+        rec = Recorder(identity_train)
+        with pytest.raises(ValueError, match=pattern):
+            lt.imp(P0, rec, both, cfg, key=jax.random.key(0))
+        assert rec.calls == []  # nothing trained
+    with pytest.raises(ValueError, match="looks like a loss"):
+        lt.LotteryConfig(rounds=1, metric="val_loss")
+    with pytest.raises(ValueError, match="must be a number"):
+        lt.imp(P0, identity_train, lambda p: {"val_accuracy": "high"}, lt.LotteryConfig(rounds=1),
+               key=jax.random.key(0))
+    # a loss, minimised: the run stops when it rises more than epsilon above dense
+    losses = iter([1.0, 1.0, 1.05, 1.3])
+    cfg = lt.LotteryConfig(rounds=5, rate=0.5, metric="val_loss", maximize=False, epsilon=0.1)
+    res = lt.imp(P0, identity_train, lambda p: {"val_loss": next(losses)}, cfg,
+                 key=jax.random.key(0))
+    assert [r["accepted"] for r in res.records] == [True, True, False]
+    assert res.stopped == "epsilon" and res.best_round == 1

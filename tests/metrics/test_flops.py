@@ -207,3 +207,20 @@ def test_flops_tied_weights_aggregate():
 
     rows = metrics.flops(f, {"embed": jnp.ones((11, 4))}, jnp.zeros((2,), jnp.int32)).rows
     assert [(r.path, r.flops) for r in rows] == [("embed", 2 * 4 * 11)]
+
+
+def test_flops_of_an_nnx_model_directly(mlp):
+    """flops(model, x) for NNX, without split/merge lambdas; the mask mirrors its Params."""
+    model = MLP([784, 300, 10], nnx.Rngs(0))
+    report = metrics.flops(model, jnp.ones((1, 784)))
+    apply, state = mlp
+    assert report == metrics.flops(apply, state, jnp.ones((1, 784)))
+    assert report.total_flops == 238_200
+    params = nnx.state(model, nnx.Param)
+    masked = metrics.flops(model, jnp.ones((1, 784)), mask=half_mask(params))
+    assert masked.nonzero_flops == 119_100.0
+    bn = nnx.Sequential(nnx.Linear(4, 8, rngs=nnx.Rngs(0)),
+                        nnx.BatchNorm(8, rngs=nnx.Rngs(0)), nnx.Linear(8, 2, rngs=nnx.Rngs(0)))
+    assert metrics.flops(bn, jnp.ones((3, 4))).total_flops == 3 * (4 * 8 + 8 * 2)
+    with pytest.raises(TypeError, match="params is required"):
+        metrics.flops(lambda p, x: x)
