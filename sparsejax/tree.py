@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeAlias
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
 PyTree: TypeAlias = Any
 Path: TypeAlias = tuple[Any, ...]
 
-# A prunable-leaf filter: ``None`` (default: arrays with ndim >= 2), a
+# A prunable-leaf filter: ``None`` (default: float arrays with ndim >= 2), a
 # predicate ``f(path_str, leaf) -> bool``, a regular expression matched with
 # ``re.search`` against the path string, or a sequence of such expressions.
 Prunable: TypeAlias = Callable[[str, Any], bool] | str | Sequence[str] | None
@@ -70,9 +71,28 @@ def path_names(tree: PyTree) -> PyTree:
 
 
 def default_prunable(path: str, leaf: Any) -> bool:
-    """Default filter: weight matrices and conv kernels (``ndim >= 2``), not biases or norms."""
+    """Default filter: float weight matrices and conv kernels, not biases, norms or counters.
+
+    A leaf is prunable when it has ``ndim >= 2`` and a floating dtype (``float32``,
+    ``bfloat16``, ``float8_*``, ...). Integer and ``bool`` leaves (step counters, index
+    tables, flags) and complex leaves are not: they have no magnitude to rank, and their
+    all-zero scores would otherwise be pruned first by a global selection. Pass
+    ``prunable=`` (a regex or a predicate) to prune such a leaf on purpose.
+
+    Example:
+      >>> import numpy as np
+      >>> default_prunable("w", np.ones((2, 3), np.float32)), default_prunable("b", np.ones(3))
+      (True, False)
+      >>> default_prunable("table", np.ones((2, 3), np.int32))
+      False
+    """
     del path
-    return np.ndim(leaf) >= 2
+    if np.ndim(leaf) < 2:
+        return False
+    dtype = getattr(leaf, "dtype", None)
+    if dtype is None:
+        dtype = np.asarray(leaf).dtype
+    return bool(jnp.issubdtype(dtype, jnp.floating))
 
 
 def as_predicate(prunable: Prunable) -> Callable[[str, Any], bool]:

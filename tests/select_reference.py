@@ -6,10 +6,22 @@ import numpy as np
 
 
 def reference_mask(leaves, k):
-    """Keep-mask from a stable sort of the concatenation: the k lowest pruned, ties by index."""
-    flat = np.concatenate([np.asarray(x, np.float32).ravel() for x in leaves])
-    keep = np.ones(flat.size, bool)
-    keep[np.argsort(flat, kind="stable")[:k]] = False
+    """Keep-mask of the k lowest scores over all leaves, with prune's documented tie rule.
+
+    numpy's lexicographic sort by (score, relative position, leaf): ``-0.0`` equals
+    ``+0.0`` and NaN ranks last (numpy's order); entry ``i`` of a leaf of ``n`` entries has
+    the relative position ``i * floor(2**32 / n)`` (about ``i / n``), so ties go to the
+    lower relative position, then to the earlier leaf; inside one leaf that is the flat
+    index (a single leaf: a stable sort).
+    """
+    flats = [np.asarray(x, np.float32).ravel().astype(np.float64) + 0.0 for x in leaves]
+    score = np.concatenate(flats) if flats else np.zeros(0)
+    rel = np.concatenate(
+        [np.arange(f.size, dtype=np.int64) * min(2**32 // max(f.size, 1), 2**32 - 1) for f in flats]
+    )
+    leaf = np.concatenate([np.full(f.size, i) for i, f in enumerate(flats)])
+    keep = np.ones(score.size, bool)
+    keep[np.lexsort((leaf, rel, score))[:k]] = False
     out, start = [], 0
     for x in leaves:
         out.append(keep[start : start + np.size(x)].reshape(np.shape(x)))

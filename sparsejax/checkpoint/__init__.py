@@ -2,11 +2,15 @@
 
 :func:`save` writes one step of a run (a state pytree such as a
 :class:`sparsejax.train.TrainState`, an optional ``extra`` pytree and JSON metadata) with
-a manifest of every leaf's path, shape, dtype and checksum; :func:`restore` reads it back
-bit for bit into the structure of a target, detects incomplete, unreadable or altered
-steps (:class:`CorruptCheckpointError`) and falls back to the previous step.
-:func:`save_snapshot` / :func:`restore_snapshot` keep named rewind points (``"init"``,
-``"rewind_500"``) apart from the rolling steps. Saving is synchronous and single-process.
+a manifest of every leaf's path, shape, dtype and checksum, then commits it with a
+record of its files' sizes and SHA-256s; :func:`restore` reads it back bit for bit into
+the structure of a target, detects incomplete, unreadable or altered steps
+(:class:`CorruptCheckpointError`), moves them aside and falls back to the previous step.
+A step counts only once committed: an interrupted save is never restored and is moved
+to ``<directory>/aside/`` by the next save, so a killed run always resumes. Nothing is
+deleted implicitly. :func:`save_snapshot` / :func:`restore_snapshot` keep named rewind
+points apart from the rolling steps. Directories may be local paths, ``file://`` URLs or
+any path orbax accepts (``gs://bucket/run``). Saving is synchronous and single-process.
 
 Example:
   >>> import optax, tempfile

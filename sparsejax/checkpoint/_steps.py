@@ -1,7 +1,8 @@
-"""Rolling checkpoint steps: directories, orbax manager, save / restore, the commit record.
+"""Rolling checkpoint steps: listing, the orbax manager, save and restore.
 
-A checkpoint is one orbax ``CheckpointManager`` step directory ``<directory>/<step>/``;
-:func:`save` lists its items, :func:`restore` how a damaged step is detected.
+A checkpoint is one orbax ``CheckpointManager`` step directory ``<directory>/<step>/``,
+committed by its record (:mod:`~sparsejax.checkpoint._record`); :func:`save` lists its
+items, :func:`restore` how a damaged step is detected and set aside.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import datetime
 import json
 import os
-import pathlib
-import shutil
 import traceback
 import warnings
 from collections.abc import Mapping
@@ -19,7 +18,9 @@ from typing import Any, NamedTuple
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from etils import epath
 
+from sparsejax.checkpoint._aside import incomplete_entries, set_aside
 from sparsejax.checkpoint._leaves import (
     abstract,
     check_target,
@@ -27,6 +28,14 @@ from sparsejax.checkpoint._leaves import (
     from_savable,
     inventory,
     to_savable,
+)
+from sparsejax.checkpoint._paths import directory_path
+from sparsejax.checkpoint._record import (
+    CorruptCheckpointError,
+    check_record,
+    has_record,
+    remove_record,
+    write_record,
 )
 from sparsejax.tree import PyTree
 
@@ -36,17 +45,13 @@ __all__ = [
     "all_steps",
     "check_metadata",
     "delete",
+    "directory_path",
     "latest_step",
     "restore",
     "save",
 ]
 
 _FORMAT = "sparsejax.checkpoint/1"
-_COMMIT_RECORD = "sparsejax_commit.json"
-
-
-class CorruptCheckpointError(RuntimeError):
-    """A checkpoint step directory is incomplete, unreadable or fails its checksums."""
 
 
 class Restored(NamedTuple):
@@ -68,22 +73,17 @@ class Restored(NamedTuple):
 # --------------------------------------------------------------------------- directories
 
 
-def directory_path(directory: str | os.PathLike) -> pathlib.Path:
-    """The absolute path of a checkpoint directory (TypeError for anything but a path)."""
-    if not isinstance(directory, (str, os.PathLike)):
-        raise TypeError(f"directory must be a str or os.PathLike, got {directory!r}")
-    return pathlib.Path(directory).absolute()
-
-
 def _check_step(step: Any) -> int:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise ValueError(f"step must be an int >= 0, got {step!r}")
     return int(step)
 
 
-def _manager(directory: pathlib.Path, keep: int | None = None) -> ocp.CheckpointManager:
+def _manager(directory: epath.Path) -> ocp.CheckpointManager:
+    # Retention (``keep``) is applied by :func:`save` after the commit record: orbax's
+    # ``max_to_keep`` would remove old steps before the new one counts as committed.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=False
+        max_to_keep=None, create=True, enable_async_checkpointing=False
     )
     return ocp.CheckpointManager(directory, options=options)
 
@@ -91,14 +91,21 @@ def _manager(directory: pathlib.Path, keep: int | None = None) -> ocp.Checkpoint
 def all_steps(directory: str | os.PathLike) -> list[int]:
     """Committed checkpoint steps in ``directory``, ascending (``[]`` if it does not exist).
 
-    Lists the step directories orbax has finalised (integer names; orbax's
-    ``*.orbax-checkpoint-tmp-*`` directories of unfinished saves are not
-    steps). Their content is checked only by :func:`restore`.
+    A step is committed when its directory holds the commit record that
+    :func:`save` writes last. Interrupted saves are not steps: orbax's
+    ``<step>.orbax-checkpoint-tmp-*`` directories and step directories
+    without a record (killed between orbax's commit and the record); the next
+    :func:`save` moves them aside. A step's content is checked only by
+    :func:`restore`.
     """
     path = directory_path(directory)
     if not path.is_dir():
         return []
-    return sorted(int(p.name) for p in path.iterdir() if p.is_dir() and p.name.isdigit())
+    return sorted(
+        int(p.name)
+        for p in path.iterdir()
+        if p.name.isdigit() and p.is_dir() and has_record(p)
+    )
 
 
 def latest_step(directory: str | os.PathLike) -> int | None:
@@ -112,11 +119,17 @@ def latest_step(directory: str | os.PathLike) -> int | None:
 
 
 def delete(directory: str | os.PathLike, step: int) -> None:
-    """Remove the checkpoint of ``step`` (e.g. a corrupt one, or another run's newer steps)."""
-    path = directory_path(directory) / str(_check_step(step))
-    if not path.is_dir():
-        raise ValueError(f"no checkpoint of step {step} in {os.fspath(path.parent)!r}")
-    shutil.rmtree(path)
+    """Remove the checkpoint of ``step`` (e.g. a corrupt one, or another run's newer steps).
+
+    The commit record goes first: a removal killed half-way leaves an
+    incomplete step, which is never listed or restored.
+    """
+    path = directory_path(directory)
+    step_dir = path / str(_check_step(step))
+    if not step_dir.is_dir():
+        raise ValueError(f"no checkpoint of step {step} in {os.fspath(path)!r}")
+    remove_record(step_dir)
+    step_dir.rmtree()
 
 
 # --------------------------------------------------------------------------- save
@@ -147,13 +160,13 @@ def save(
     metadata: Mapping[str, Any] | None = None,
     keep: int | None = None,
     overwrite: bool = False,
-) -> pathlib.Path:
+) -> epath.Path:
     """Save ``state`` (and ``extra``, ``metadata``) as checkpoint ``step`` of ``directory``.
 
-    Synchronous: when this returns, the step is committed (orbax's atomic
-    rename). Pure with respect to its inputs; writes only under
-    ``directory``. Directories are local (or mounted) filesystem paths; saving
-    is single-process.
+    Synchronous: when this returns, the step is committed. Pure with respect
+    to its inputs; writes only under ``directory``: a local path, a
+    ``file://`` URL or any path orbax accepts (``gs://bucket/run``, through
+    ``etils.epath``). Saving is single-process.
 
     The step directory ``<directory>/<step>/`` holds a ``Composite`` of items:
 
@@ -172,8 +185,13 @@ def save(
                   and a ``uint32`` checksum of its bytes
     ============  ================================================================
 
-    After orbax's commit, ``sparsejax_commit.json`` is written (atomically, last)
-    with the size of every file of the step; :func:`restore` checks it.
+    After orbax's commit, ``sparsejax_commit.json`` is written last
+    (atomically): the size of every file of the step, a SHA-256 of the small
+    ones (metadata, manifest, orbax's metadata) and of the record itself. The
+    step counts only from then on. Before writing, interrupted saves (see
+    :func:`all_steps`) are moved to ``<directory>/aside/`` with a
+    ``RuntimeWarning`` naming them: nothing is deleted implicitly, and a run
+    killed at any point -- also during its first save -- saves again.
 
     Args:
       directory: the run's checkpoint directory (created if needed).
@@ -183,8 +201,8 @@ def save(
         target given to :func:`restore` provides them).
       extra: optional second pytree of arrays (a standalone mask, ...).
       metadata: JSON-serialisable dict stored beside the arrays.
-      keep: keep only the newest ``keep`` steps (``None``: keep all).
-        Snapshots are never removed.
+      keep: keep only the newest ``keep`` steps (``None``: keep all), removed
+        once the new step is committed. Snapshots are never removed.
       overwrite: first delete existing steps ``>= step`` (checkpoints of an
         abandoned continuation of the run). Without it they raise.
 
@@ -218,8 +236,6 @@ def save(
             f"cannot save step {step} in {os.fspath(path)!r}: it already holds steps {clash}; "
             "pass overwrite=True to replace them or delete them"
         )
-    for s in clash:
-        delete(path, s)
     manifest = {
         "format": _FORMAT,
         "step": step,
@@ -238,57 +254,24 @@ def save(
     }
     if extra is not None:
         items["extra"] = ocp.args.StandardSave(to_savable(extra))
-    with _manager(path, keep) as manager:
+    for entry in incomplete_entries(path):
+        set_aside(path, entry, "incomplete", stacklevel=3)
+    for s in clash:
+        delete(path, s)
+    with _manager(path) as manager:
         saved = manager.save(step, args=ocp.args.Composite(**items))
         manager.wait_until_finished()
     if not saved:
         raise RuntimeError(f"orbax declined to save step {step} in {os.fspath(path)!r}")
-    _write_commit_record(path / str(step), step)
-    return path / str(step)
-
-
-def _write_commit_record(step_dir: pathlib.Path, step: int) -> None:
-    """Write the size of every file of a finalised step, atomically, as the very last file."""
-    files = {
-        p.relative_to(step_dir).as_posix(): p.stat().st_size
-        for p in sorted(step_dir.rglob("*"))
-        if p.is_file()
-    }
-    record = {"format": _FORMAT, "step": step, "files": files}
-    tmp = step_dir / (_COMMIT_RECORD + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    os.replace(tmp, step_dir / _COMMIT_RECORD)
+    step_dir = path / str(step)
+    write_record(step_dir, step)
+    if keep is not None:
+        for s in all_steps(path)[:-keep]:
+            delete(path, s)
+    return step_dir
 
 
 # --------------------------------------------------------------------------- restore
-
-
-def _check_files(step_dir: pathlib.Path, step: int) -> None:
-    """Raise CorruptCheckpointError unless every recorded file exists with its recorded size."""
-    where = os.fspath(step_dir)
-    try:
-        record = json.loads((step_dir / _COMMIT_RECORD).read_text())
-        files = record["files"]
-    except FileNotFoundError:
-        raise CorruptCheckpointError(
-            f"checkpoint {where} (step {step}) is incomplete: no {_COMMIT_RECORD} (the save "
-            "did not finish)"
-        ) from None
-    except (ValueError, KeyError, TypeError) as err:
-        raise CorruptCheckpointError(
-            f"checkpoint {where} (step {step}): unreadable {_COMMIT_RECORD} ({err})"
-        ) from None
-    for name, size in files.items():
-        f = step_dir / name
-        if not f.is_file():
-            raise CorruptCheckpointError(
-                f"checkpoint {where} (step {step}) is incomplete: file {name} is missing"
-            )
-        if f.stat().st_size != size:
-            raise CorruptCheckpointError(
-                f"checkpoint {where} (step {step}): file {name} has {f.stat().st_size} bytes, "
-                f"{size} were written"
-            )
 
 
 def _read_manifest(manager: ocp.CheckpointManager, step: int, where: str) -> dict[str, Any]:
@@ -304,6 +287,21 @@ def _read_manifest(manager: ocp.CheckpointManager, step: int, where: str) -> dic
         raise CorruptCheckpointError(
             f"checkpoint {where} (step {step}): the manifest is not a {_FORMAT} manifest"
         )
+    for what in ("state", "extra"):
+        leaves = manifest.get(what)
+        if what == "extra" and leaves is None:
+            continue
+        if not isinstance(leaves, list) or not all(
+            isinstance(e, dict)
+            and isinstance(e.get("path"), str)
+            and isinstance(e.get("shape"), list)
+            and isinstance(e.get("dtype"), str)
+            and isinstance(e.get("checksum"), int)
+            for e in leaves
+        ):
+            raise CorruptCheckpointError(
+                f"checkpoint {where} (step {step}): the manifest's {what!r} inventory is malformed"
+            )
     return manifest
 
 
@@ -318,7 +316,7 @@ def _verify(what: str, tree: PyTree, saved: list[dict[str, Any]], where: str, st
 
 
 def restore_step(
-    directory: pathlib.Path, step: int, target: PyTree, extra_target: PyTree | None
+    directory: epath.Path, step: int, target: PyTree, extra_target: PyTree | None
 ) -> Restored:
     """Restore step ``step`` of ``directory`` (an absolute path), with every damage check."""
     where = os.fspath(directory / str(step))
@@ -327,7 +325,7 @@ def restore_step(
             f"no checkpoint of step {step} in {os.fspath(directory)!r}; steps: "
             f"{all_steps(directory)}"
         )
-    _check_files(directory / str(step), step)
+    check_record(directory / str(step), step)
     with _manager(directory) as manager:
         manifest = _read_manifest(manager, step, where)
         check_target("state", target, manifest["state"], where)
@@ -356,8 +354,12 @@ def restore_step(
     if extra_target is not None:
         extra = from_savable(out.extra, extra_target)
         _verify("extra", extra, manifest["extra"], where, step)
-    metadata = out.metadata if isinstance(out.metadata, dict) else {}
-    return Restored(step=step, state=state, extra=extra, metadata=metadata)
+    if not isinstance(out.metadata, dict):
+        raise CorruptCheckpointError(
+            f"checkpoint {where} (step {step}): the metadata is a "
+            f"{type(out.metadata).__name__}, not the dict that was saved"
+        )
+    return Restored(step=step, state=state, extra=extra, metadata=out.metadata)
 
 
 def restore(
@@ -366,6 +368,7 @@ def restore(
     step: int | None = None,
     *,
     extra_target: PyTree | None = None,
+    move_damaged_aside: bool = True,
 ) -> Restored:
     """Restore a checkpoint into the structure of ``target``.
 
@@ -378,40 +381,48 @@ def restore(
     How a damaged checkpoint is detected:
 
     1. *Uncommitted*: orbax writes into ``<step>.orbax-checkpoint-tmp-*`` and
-       renames it to ``<step>`` only when every item is written (on object stores
-       a ``commit_success.txt`` marker plays that role). A save killed half-way
-       leaves a tmp directory, which is never listed as a step.
-    2. *Unfinished or damaged files*: after orbax's commit, :func:`save` writes
-       ``sparsejax_commit.json`` (atomically, last) with the size of every file
-       of the step. A step without it (killed between the two), with a listed
-       file missing or of another size (deleted, truncated) is rejected before
-       orbax reads anything, and the error names the file.
+       renames it to ``<step>`` when every item is written; then :func:`save`
+       writes ``sparsejax_commit.json``, last. A save killed before either
+       leaves no committed step: it is never listed or restored (a
+       ``RuntimeWarning`` names it) and the next :func:`save` moves it aside.
+    2. *Damaged record or files*: the record must be intact (its own SHA-256,
+       its shape, its step); every file it lists must exist with its size, and
+       the small ones -- the metadata (where drivers keep their state), the
+       manifest, orbax's metadata -- with their SHA-256. Checked before orbax
+       reads anything; the error names the file.
     3. *Unreadable*: errors of orbax / tensorstore while reading (e.g. an array
        file overwritten with noise) are caught.
     4. *Silently altered*: every restored leaf's checksum is compared with the
        manifest.
 
     Any of these raises :class:`CorruptCheckpointError`, naming the step
-    directory; with ``step=None`` this then warns and falls back to the
-    previous step.
+    directory. With ``step=None`` this then warns, moves the damaged step to
+    ``<directory>/aside/`` (so a resumed run does not meet it again as a
+    "newer step"; it is kept, not deleted) and falls back to the previous
+    step.
 
     Args:
-      directory: the run's checkpoint directory.
+      directory: the run's checkpoint directory (a local path, ``file://`` URL
+        or any path orbax accepts, e.g. ``gs://bucket/run``).
       target: pytree with the saved structure whose leaves are arrays or
         ``jax.ShapeDtypeStruct`` (e.g. a freshly created train state, or
         ``jax.eval_shape`` of its constructor). Restored arrays take the
         target leaves' sharding (default: the first device).
       step: the step to restore; ``None``: the newest step that restores,
-        falling back over corrupt ones (each with a ``RuntimeWarning`` that
+        falling back over damaged ones (each with a ``RuntimeWarning`` that
         names it).
       extra_target: target of the ``extra`` pytree, if it should be restored.
+      move_damaged_aside: with ``step=None``, move each damaged step it falls
+        back over to ``<directory>/aside/`` (``False``: leave the directory
+        untouched, e.g. when another process owns it).
 
     Returns:
       :class:`Restored` ``(step, state, extra, metadata)``; values bit for
       bit as saved.
 
     Raises:
-      FileNotFoundError: ``step=None`` and the directory holds no checkpoint.
+      FileNotFoundError: ``step=None`` and the directory holds no committed
+        checkpoint.
       ValueError: ``step`` does not exist, or a target's paths, shapes or
         dtypes differ from the checkpoint's (naming the first leaf).
       CorruptCheckpointError: the requested ``step`` (or, with ``step=None``,
@@ -434,15 +445,38 @@ def restore(
     if step is not None:
         return restore_step(path, _check_step(step), target, extra_target)
     steps = all_steps(path)
+    pending = incomplete_entries(path)
     if not steps:
-        raise FileNotFoundError(f"no checkpoint in {os.fspath(path)!r}")
+        note = (
+            f" (only interrupted saves: {[p.name for p in pending]}; the next save moves them "
+            "aside)"
+            if pending
+            else ""
+        )
+        raise FileNotFoundError(f"no checkpoint in {os.fspath(path)!r}{note}")
+    for entry in pending:
+        warnings.warn(
+            f"ignoring {os.fspath(entry)!r}: an interrupted save, not a committed step (the "
+            "next save moves it aside)",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     failures = []
     for s in reversed(steps):
         try:
             return restore_step(path, s, target, extra_target)
         except CorruptCheckpointError as err:
             failures.append(str(err))
-            warnings.warn(f"{err}; falling back to an earlier step", RuntimeWarning, stacklevel=2)
+            note = ""
+            if move_damaged_aside:
+                try:
+                    moved = set_aside(path, path / str(s), "damaged", warn=False)
+                    note = f"; moved to {os.fspath(moved)!r}"
+                except OSError as move_err:
+                    note = f"; it could not be moved aside ({move_err})"
+            warnings.warn(
+                f"{err}{note}; falling back to an earlier step", RuntimeWarning, stacklevel=2
+            )
     raise CorruptCheckpointError(
         f"no checkpoint in {os.fspath(path)!r} restores:\n" + "\n".join(failures)
     )

@@ -81,6 +81,8 @@ def _read_batch(path: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
         desc = f"{data.dtype}{list(data.shape)}" if isinstance(data, np.ndarray) else type(data).__name__
         raise ValueError(f"{path}: 'data' must be uint8[N, 3072], found {desc}")
+    if data.shape[0] == 0:
+        raise ValueError(f"{path}: 'data' holds 0 images (an empty batch)")
     labels = np.asarray(batch["labels"])
     if labels.shape != (data.shape[0],) or not np.issubdtype(labels.dtype, np.integer):
         raise ValueError(

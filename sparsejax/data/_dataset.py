@@ -45,11 +45,13 @@ class Dataset:
     Attributes:
       name: registry name (``"digits"``, ``"mnist1d"``, ``"mnist10k"``, ``"mnist"``,
         ``"fashion_mnist"``, ``"cifar10"``).
-      x_train: ``float32[N_train, *input_shape]``. Images are NHWC, scaled to ``[0, 1]``
-        and then, when the loader's ``normalize=True`` (the default), standardised per
-        channel with the *training split's* mean and standard deviation (``mean``, ``std``).
+      x_train: ``float32[N_train, *input_shape]`` with ``N_train >= 1``. Images are NHWC,
+        scaled to ``[0, 1]`` and then, when the loader's ``normalize=True`` (the default),
+        standardised per channel with the *training split's* mean and standard deviation
+        (``mean``, ``std``).
       y_train: ``int32[N_train]`` class indices in ``[0, num_classes)``.
-      x_test: ``float32[N_test, *input_shape]``, normalised with the training statistics.
+      x_test: ``float32[N_test, *input_shape]``, ``N_test >= 1``, normalised with the
+        training statistics.
       y_test: ``int32[N_test]``.
       num_classes: number of classes.
       input_shape: shape of one example, e.g. ``(28, 28, 1)`` or ``(40, 1)``.
@@ -84,6 +86,11 @@ class Dataset:
                 raise ValueError(
                     f"Dataset {self.name!r}: x_{split} has shape {x.shape} and y_{split} "
                     f"{y.shape}; expected x[N, ...] and y[N] with the same N"
+                )
+            if x.shape[0] == 0:
+                raise ValueError(
+                    f"Dataset {self.name!r}: the {split} split has 0 examples (x_{split} has "
+                    f"shape {x.shape}); both splits need at least one example"
                 )
             if x.shape[1:] != self.input_shape:
                 raise ValueError(
@@ -178,7 +185,15 @@ def standardize(
 
     Returns ``(x_train, x_test, mean, std)`` in float32; statistics are accumulated in float64.
     A constant channel (std 0) is divided by 1 instead.
+
+    Raises:
+      ValueError: an empty training split (its statistics would be NaN).
     """
+    if x_train.shape[0] == 0:
+        raise ValueError(
+            f"cannot standardise with an empty training split (x_train has shape "
+            f"{x_train.shape}): its mean and std would be NaN"
+        )
     axes = tuple(range(x_train.ndim - 1))
     mean = x_train.mean(axis=axes, dtype=np.float64)
     std = x_train.std(axis=axes, dtype=np.float64)

@@ -134,6 +134,11 @@ def _read_split(files: dict[str, pathlib.Path], split: str, num_classes: int) ->
             f"{files[f'{split}_images']} holds {images.shape[0]} images but "
             f"{files[f'{split}_labels']} holds {labels.shape[0]} labels"
         )
+    if images.shape[0] == 0:
+        raise ValueError(
+            f"{files[f'{split}_images']} and {files[f'{split}_labels']} hold 0 examples: the "
+            f"{split} split would be empty"
+        )
     if labels.size and labels.max() >= num_classes:
         raise ValueError(
             f"{files[f'{split}_labels']}: label {int(labels.max())} outside [0, {num_classes})"

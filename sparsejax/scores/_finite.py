@@ -14,8 +14,11 @@ def check_finite(scores: PyTree, name: str = "scores") -> PyTree:
     """Raise if any float leaf of ``scores`` holds a NaN or an infinity.
 
     The score functions never inspect values (that would break ``jit``), so a
-    NaN or inf in their inputs flows into the scores. It must not silently
-    decide what is pruned: call this on scores before selecting.
+    NaN or inf in their inputs flows into the scores. :func:`sparsejax.prune`
+    then follows one rule, eagerly and under ``jit`` alike: NaN ranks above
+    every number (pruned last), ``+inf`` just below it, ``-inf`` below every
+    finite score. Where a non-finite score should be an error instead, call
+    this on the scores before selecting.
 
     Eager only: under ``jit`` (when any leaf is a tracer) values are unknown
     and the check is skipped, returning ``scores`` unchanged; call it outside

@@ -3,19 +3,20 @@
 :func:`prune` turns an importance-score pytree into a mask pytree (see
 :mod:`sparsejax.masks` for the mask convention). Low scores are pruned.
 
-**What "sparsity" counts.** For every structure and scope, sparsity is a
-fraction of *groups* (:mod:`sparsejax.structures`): single entries for
-``Unstructured``/``NM``, output units for ``Neurons``, tiles for ``Blocks``,
-whole leaves for ``Layers``. With ``scope="layer"`` a layer with ``n`` groups
-loses exactly ``round(s·n)`` of them; with ``scope="global"`` exactly
-``round(s·n)`` of the ``n`` groups of all prunable leaves together are pruned,
-every group counting once whatever its size (global ``Neurons`` pruning at
-``s=0.5`` removes half of all neurons; global ``Layers`` pruning removes half
-of the prunable leaves). Groups are ranked by their (reduced) score; ties are
-broken by position: the group with the lower flat index inside its leaf, and
-for equal positions the leaf that comes first in ``jax.tree.leaves`` order, is
-pruned first. NaN scores rank *above* every number (never pruned before a real
-score; the order of ``numpy.sort``), and ``-0.0`` ties with ``+0.0``.
+**What "sparsity" counts.** Sparsity is a fraction of *groups*
+(:mod:`sparsejax.structures`): entries for ``Unstructured``/``NM``, output units for
+``Neurons``, tiles for ``Blocks``, whole leaves for ``Layers``. With
+``scope="layer"`` a layer of ``n`` groups loses exactly ``round(s·n)``; with
+``scope="global"`` exactly ``round(s·n)`` of the ``n`` groups of all prunable leaves
+together go, every group counting once whatever its size.
+
+**Order.** Groups rank by their (reduced) score. Ties go by *relative position*:
+group ``i`` of a leaf of ``n`` groups sits at ``i · ⌊2**32 / n⌋`` (about ``i / n``),
+the lower first, then the leaf first in ``jax.tree.leaves`` order. In one leaf that
+is the flat index; across leaves, tied layers lose the same fraction, so heavy ties
+never strip a whole layer. NaN ranks *above* every number, eagerly and under ``jit``
+alike (:func:`sparsejax.scores.check_finite` makes it an error); ``-0.0`` ties with
+``+0.0``.
 
 No search sorts all parameters: a radix search by counting passes (``_radix``), one
 sort for small models on one accelerator (``_sort``), or a sampled bracket for large

@@ -116,7 +116,7 @@ def erk_sparsities(
     Args:
       params: parameter pytree (only shapes are read).
       sparsity: overall sparsity in [0, 1] (Python number or concrete array).
-      prunable: which leaves count (default ``ndim >= 2``).
+      prunable: which leaves count (default: float leaves with ``ndim >= 2``).
       erk_power_scale: exponent of the raw probabilities (1.0: ERK; 0.0: uniform).
 
     Returns:

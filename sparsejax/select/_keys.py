@@ -4,8 +4,11 @@ Every search (radix, sort, sampled, and the Pallas passes) ranks the same keys, 
 all of them select the same groups bit for bit. Keys order the scores as
 ``numpy.sort`` does: ``-0.0`` ties with ``+0.0`` and NaN ranks above ``+inf``;
 groups an existing mask prunes get the lowest key, and N:M non-candidates a key
-that is never selected. Ties between equal keys are broken by the flat index
-(:func:`flat_index`), then by leaf order.
+that is never selected. Ties between equal keys go to the lower *relative position*
+(:func:`relative_position`: entry ``i`` of a leaf of ``n`` groups at
+``i · ⌊2**32 / n⌋``, about ``i / n`` of the way through it), then to the earlier leaf;
+inside one leaf that is the flat index (:func:`flat_index`). Tied leaves therefore
+lose the same fraction of their groups: a tie never strips one layer before another.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ __all__ = [
     "flat_index",
     "float_key",
     "nm_candidate_keys",
+    "relative_position",
+    "relative_scale",
     "selected",
 ]
 
@@ -80,6 +85,26 @@ def flat_index(shape: tuple[int, ...], zero: jax.Array | None = None) -> jax.Arr
         idx = idx + axis.reshape((1,) * d + (shape[d],) + (1,) * (ndim - d - 1))
         stride *= shape[d]
     return jnp.broadcast_to(idx, shape)
+
+
+def relative_scale(size: int) -> int:
+    """``⌊2**32 / size⌋`` (at most ``2**32 - 1``): the step between the relative positions
+    of consecutive entries of a leaf of ``size`` groups (a Python int, static)."""
+    return min(2**32 // max(int(size), 1), 2**32 - 1)
+
+
+def relative_position(shape: tuple[int, ...], zero: jax.Array | None = None) -> jax.Array:
+    """Relative position (uint32) of every entry of ``shape``: flat index ``i`` times
+    :func:`relative_scale` of the size, ``i · ⌊2**32 / n⌋ < 2**32`` (no overflow).
+
+    Strictly increasing in ``i``, so inside a leaf it orders entries as the flat index
+    does; across leaves it puts entry ``i`` of ``n`` near ``i / n``. ``zero`` as in
+    :func:`flat_index`.
+    """
+    size = 1
+    for d in shape:
+        size *= int(d)
+    return flat_index(shape, zero) * _U32(relative_scale(size))
 
 
 def nm_candidate_keys(key: jax.Array, n: int, m: int) -> jax.Array:

@@ -17,7 +17,6 @@ from collections.abc import Callable, Mapping
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from sparsejax.select._keys import KEY_EXCLUDED, KEY_PRUNED, float_key, nm_candidate_keys
@@ -94,8 +93,9 @@ def prune(
         count toward the target; the result is ``new & mask``, so masks only
         shrink. Output leaf shape: broadcast of ``mask``'s leaf and the
         structure's mask shape.
-      prunable: which leaves may be pruned (default ``ndim >= 2``); the others
-        get the scalar ``True`` (or their leaf of ``mask``).
+      prunable: which leaves may be pruned (default: float leaves with
+        ``ndim >= 2``, judged on ``params`` when given, else on ``scores``); the
+        others get the scalar ``True`` (or their leaf of ``mask``).
       scope: ``"layer"`` (every leaf separately) or ``"global"`` (all prunable
         leaves ranked together; only with ``distribution="uniform"``).
       structure: granularity (:mod:`sparsejax.structures`). For ``NM(n, m)`` a
@@ -150,9 +150,12 @@ def prune(
     Raises:
       ValueError / TypeError: unknown scope, distribution or reduction; a
         sparsity outside [0, 1] (naming the path for per-layer values);
-        mismatched trees; NaN scores in eager mode (naming the path and count;
-        under ``jit`` NaN ranks above every score and is never pruned first);
-        a structure that does not fit a leaf; a map key matching no layer.
+        mismatched trees; a structure that does not fit a leaf; a map key
+        matching no layer. Non-finite scores are not an error: NaN ranks above
+        every number (pruned only after every real score), ``+inf`` below NaN,
+        ``-inf`` below every finite score -- eagerly and under ``jit`` alike;
+        :func:`sparsejax.scores.check_finite` raises on them (naming the
+        path and the counts) when called eagerly.
 
     Example:
       >>> scores = {"w": jnp.array([[0.3, 0.1], [0.2, 0.4]]), "b": jnp.ones(2)}
@@ -174,8 +177,7 @@ def prune(
         normalize=normalize,
         search=search,
     )
-    new, nans = _prune_core(leaves.scores, leaves.masks, *targets, plan=plan)
-    _raise_on_nan_scores(leaves, nans)
+    new = _prune_core(leaves.scores, leaves.masks, *targets, plan=plan)
     return _assemble_mask(leaves, new, with_mask=mask is not None)
 
 
@@ -202,7 +204,7 @@ def _normalize_groups(g, already, how: str) -> jax.Array:
 
 @functools.partial(jax.jit, static_argnames=("plan",))
 def _prune_core(scores, masks, counts_hi, counts_lo, fractions, use_fraction, *, plan: Plan):
-    """The jitted selection: per prunable leaf, the new keep mask, and its NaN count.
+    """The jitted selection: per prunable leaf, the new keep mask.
 
     Group scores (reduced, normalized) become keys; segments of kind ``"select"`` go
     through the plan's search (sort, sampled or radix), the others keep or prune every
@@ -285,22 +287,7 @@ def _prune_core(scores, masks, counts_hi, counts_lo, fractions, use_fraction, *,
                 _left_pad(keep, len(lp.param_shape)), _left_pad(m, len(lp.param_shape))
             )
         out.append(keep)
-    # NaN counts of the raw scores, for the eager error (dead code under an outer jit).
-    nans = [
-        jnp.sum(jnp.isnan(x), dtype=_U32) if jnp.issubdtype(x.dtype, jnp.inexact) else _U32(0)
-        for x in scores
-    ]
-    return out, nans
-
-
-def _raise_on_nan_scores(leaves: PrunableLeaves, nans: list[jax.Array]) -> None:
-    """The eager NaN error (naming the path and count); a no-op for traced counts."""
-    for name, nan, x in zip(leaves.names, nans, leaves.scores):
-        if not isinstance(nan, jax.core.Tracer) and int(nan):
-            raise ValueError(
-                f"scores at {name!r} contain {int(nan)} NaN value(s) of {np.size(x)}; "
-                "a NaN score would rank above every number and never be pruned"
-            )
+    return out
 
 
 def _assemble_mask(leaves: PrunableLeaves, new: list[jax.Array], with_mask: bool) -> PyTree:

@@ -13,9 +13,9 @@ shard). A bracket the sample misses is detected exactly and the radix passes tak
 over (on a GPU the kernel then rewrites the whole mask), so the mask is the same bit
 for bit. Only the sample, per-leaf counts and the histograms cross devices. When
 entries tied with the threshold must be split, the sampled search finds the last one
-taken with two histogram reads (by flat position) of the leaf that holds the split
-(or from the compacted entries). The control flow is one ``lax.switch`` (one
-predicate read by the host on GPU) in the common case.
+taken by its relative position over all leaves (one leaf: its flat position) with two
+histogram reads (or from the compacted entries). The control flow is one
+``lax.switch`` (one predicate read by the host on GPU) in the common case.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from sparsejax.select._keys import flat_index
+from sparsejax.select._keys import flat_index, relative_position, relative_scale
 from sparsejax.select._radix import KeyFn, RadixSearch, RadixState
 from sparsejax.select._wide import Wide
 
@@ -39,6 +39,7 @@ _U32 = jnp.uint32
 _SAMPLE_LOG2 = 20  # about 2**20 keys sampled by the sampled search
 _SAMPLE_Z = 6.0  # bracket half-width in binomial standard deviations of the sample rank
 _HIST_LOG2 = 18  # bins of the sampled search's histogram pass
+_FINE_LOG2 = 32 - _HIST_LOG2  # bins of the second histogram of a relative-position split
 
 Source = tuple[jax.Array, "jax.Array | None"]  # float32 group scores, already-pruned flags
 
@@ -102,11 +103,11 @@ def _sample_bracket(
 def _bin_of_kth(hist: jax.Array, start: jax.Array, k: jax.Array) -> jax.Array:
     """The bin ``d`` of the ``k``-th smallest entry: ``#{d' >= 1 : start + Σ hist[:d'] < k}``.
 
-    ``hist`` is a ``(2**_HIST_LOG2,)`` uint32 histogram (total below ``2**32``),
-    ``start`` the entries below bin 0. Two levels of masked sums (rows of
-    ``2**9`` bins), not a cumsum over all bins.
+    ``hist`` is a ``(4**m,)`` uint32 histogram (total below ``2**32``; ``2**_HIST_LOG2``
+    or ``2**_FINE_LOG2`` bins), ``start`` the entries below bin 0. Two levels of masked
+    sums (rows of ``2**m`` bins), not a cumsum over all bins.
     """
-    side = 2 ** (_HIST_LOG2 // 2)
+    side = 2 ** ((hist.shape[0].bit_length() - 1) // 2)
     rows = hist.reshape(hist.shape[0] // side, side)
     earlier = np.tril(np.ones((side, side), bool), -1)  # [i, j]: j before i
     row_sums = jnp.sum(rows, 1, dtype=_U32)
@@ -289,6 +290,93 @@ def _tie_index(key_fn: KeyFn, size: int, t: jax.Array, n: jax.Array) -> jax.Arra
     return first + jnp.sum(ties < n - before, dtype=_U32)
 
 
+def _relative_split(
+    parts: Sequence[Callable[[jax.Array], tuple[jax.Array, jax.Array]]], r: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The relative position ``Q`` of the ``r``-th lowest hit (``r >= 1``), and the number
+    of hits below ``Q``.
+
+    ``parts``: functions ``zero -> (relative positions, hits)`` (uint32 and bool arrays of
+    one shape), each read twice: a ``2**18``-bin histogram of the top 18 bits of the hits'
+    positions finds the bin of the ``r``-th, a ``2**14``-bin histogram of the hits inside
+    that bin its low 14 bits. Scatters of the hits only; fewer than ``2**32`` hits.
+    """
+    nbins, fine = 2**_HIST_LOG2, 2**_FINE_LOG2
+    zero = lax.optimization_barrier(jnp.zeros((), _U32))
+    hist = jnp.zeros(nbins, _U32)
+    for part in parts:
+        rel, hit = part(zero)
+        hist = hist + _histogram((rel >> _U32(_FINE_LOG2)).reshape(-1), hit.reshape(-1), nbins)
+    j = _bin_of_kth(hist, _U32(0), r)
+    before = jnp.sum(jnp.where(jnp.arange(nbins) < j, hist, _U32(0)), dtype=_U32)
+    first = j.astype(_U32) << _U32(_FINE_LOG2)
+    zero = lax.optimization_barrier(zero)
+    hist = jnp.zeros(fine, _U32)
+    for part in parts:
+        rel, hit = part(zero)
+        hist = hist + _histogram((rel - first).reshape(-1), hit.reshape(-1), fine)  # wraps below
+    d = _bin_of_kth(hist, before, r)
+    below = before + jnp.sum(jnp.where(jnp.arange(fine) < d, hist, _U32(0)), dtype=_U32)
+    return first + d.astype(_U32), below
+
+
+def _relative_bounds(
+    q: jax.Array, at_q: jax.Array, left: jax.Array, sizes: Sequence[int]
+) -> jax.Array:
+    """Per leaf, the flat-index bound of :func:`~sparsejax.select._keys.selected` that
+    takes the tied entries at relative positions below ``q``, and at ``q`` itself those
+    of the first ``left`` leaves that hold one there (``at_q``: ``(L,)`` bool)."""
+    earlier = jnp.sum(
+        jnp.where(np.tril(np.ones((len(sizes),) * 2, bool), -1), at_q[None, :], False),
+        axis=1,
+        dtype=_U32,
+    )
+    take = at_q & (earlier < left)
+    scale = jnp.asarray([relative_scale(n) for n in sizes], _U32)
+    ceil = q // scale + (q % scale != 0).astype(_U32)  # entry i is below q iff i < ceil(q/s)
+    return jnp.where(take, q // scale + _U32(1), ceil)
+
+
+def _relative_tie(
+    key_fns: Sequence[KeyFn], sizes: Sequence[int], t: jax.Array, r: jax.Array
+) -> jax.Array:
+    """Flat-index bounds that take the ``r`` first entries of key ``t`` in (relative
+    position, leaf) order, over all leaves: two histogram reads of every leaf
+    (:func:`_relative_split`) and a third that finds the leaves with an entry at ``Q``
+    itself. Scatters and reductions: sharded leaves stay sharded."""
+
+    def part(i):
+        def read(zero):
+            key = key_fns[i](zero).reshape(-1)
+            return relative_position((sizes[i],), zero), key == t
+
+        return read
+
+    parts = [part(i) for i in range(len(sizes))]
+    q, below = _relative_split(parts, r)
+    zero = lax.optimization_barrier(jnp.zeros((), _U32))
+    at_q = []
+    for read in parts:  # a reduction per leaf, not a gather: a sharded leaf stays sharded
+        rel, hit = read(zero)
+        at_q.append(jnp.any(hit & (rel == q)))
+    return _relative_bounds(q, jnp.stack(at_q), r - below, sizes)
+
+
+def _compacted_relative_tie(
+    comp: Any, rows: np.ndarray, sizes: Sequence[int], t: jax.Array, r: jax.Array
+) -> jax.Array:
+    """:func:`_relative_tie` from the compacted in-bracket entries of the Pallas passes
+    (all ties are there when ``t`` lies inside the bracket and no program overflowed):
+    the scores are not read again."""
+    row_leaf = np.repeat(np.arange(len(sizes)), np.diff(rows))
+    row_scale = np.asarray([relative_scale(n) for n in sizes], np.uint32)[row_leaf]
+    tied = comp.filled & (comp.keys[:, :-1] == t)
+    rel = comp.positions[:, :-1].astype(_U32) * jnp.asarray(row_scale)[:, None]
+    q, below = _relative_split([lambda zero: (rel + zero, tied)], r)
+    per_row = jnp.sum(tied & (rel == q), axis=1, dtype=_U32)
+    return _relative_bounds(q, _leaf_sums([per_row], rows)[0] > 0, r - below, sizes)
+
+
 def select_lowest_sampled(
     key_fns: Sequence[KeyFn],
     target: Wide,
@@ -299,9 +387,10 @@ def select_lowest_sampled(
     """:func:`~sparsejax.select._radix.select_lowest` for one joint target, from a sample.
 
     Starts the radix search from :func:`_sampled_start` (fewer than ``2**32`` keys);
-    one ``lax.switch`` then finishes: nothing left, ties split by :func:`_tie_index` in
-    one leaf, or the remaining radix passes (a missed bracket, or bins wider than one
-    key). The masks are the radix search's, bit for bit.
+    one ``lax.switch`` then finishes: nothing left, ties split (by relative position
+    over several leaves, :func:`_relative_tie`; by flat index in one leaf,
+    :func:`_tie_index`), or the remaining radix passes (a missed bracket, or bins wider
+    than one key). The masks are the radix search's, bit for bit.
 
     Args:
       key_fns: per leaf, a function ``(zero=None) -> uint32 keys``.
@@ -311,7 +400,8 @@ def select_lowest_sampled(
         keys come from (``None``: keys only through ``key_fns``).
       pallas: with a source for every leaf, read the scores once
         (NVIDIA GPUs): :func:`_bracket_passes` writes provisional masks, the
-        ties come from its compacted entries (:func:`_compacted_tie_index`) and
+        ties come from its compacted entries (:func:`_compacted_relative_tie`,
+        :func:`_compacted_tie_index`) and
         :func:`~sparsejax.select._pallas.finish_mask` fixes the masks.
 
     Returns:
@@ -321,7 +411,7 @@ def select_lowest_sampled(
     num_leaves, b, k = search.num_leaves, bits_per_pass, target[1][0]
     init = search.initial_state()
     inputs = [_kernel_input(src, pallas) for src in (sources or [None] * num_leaves)]
-    keeps = None
+    keeps = comp = rows = None
     if all(inp is not None for inp in inputs):
         keeps, comp, rows, first = _bracket_passes(inputs, key_fns, search.sizes, k, b)
     else:
@@ -330,8 +420,34 @@ def select_lowest_sampled(
     pick = functools.partial(jnp.where, valid)
     kb, bl, up = pick(kbase0, init.key_base), pick(below0, init.below), pick(upto0, init.upto)
     start = RadixState(pick(p0, 0), kb, bl, up, init.index_base, *search.split(kb, bl, up))
-    # One switch, so one predicate read by the host: the threshold is fixed (branch 0),
-    # or fixed with ties to split in one leaf (the tie branches), or radix passes remain
+    done = valid & (p0 >= search.key_passes)
+    if search.relative:
+        # Several leaves: ties are split by relative position over all of them. One
+        # switch: the threshold is fixed with nothing to split (branch 0), or with ties
+        # to split (branch 1: two histogram reads, or the compacted entries), or radix
+        # passes remain (a missed bracket, or bins wider than one key).
+        t = kb[0]
+        r = k - jnp.sum(start.below, dtype=_U32)
+
+        def relative_tie():
+            if keeps is None:
+                bound = _relative_tie(key_fns, search.sizes, t, r)
+            else:
+                bound = _compacted_relative_tie(comp, rows, search.sizes, t, r)
+            return search.per_leaf(kb), bound
+
+        case = jnp.where(done, jnp.where(search.split_pending(start), 1, 0), 2)
+        threshold, bound = lax.switch(
+            case.astype(jnp.int32),
+            [
+                lambda: search.threshold_and_bound(start),
+                relative_tie,
+                lambda: search.threshold_and_bound(search.resume(start)),
+            ],
+        )
+        return _finish(search, threshold, bound, keeps, inputs, comp, rows, valid)
+    # One leaf. One switch, so one predicate read by the host: the threshold is fixed
+    # (branch 0), or fixed with ties to split (the tie branch), or radix passes remain
     # (a missed bracket, or bins wider than one key: the last branch).
     j = jnp.argmax(start.partial).astype(jnp.int32)
 
@@ -351,10 +467,24 @@ def select_lowest_sampled(
     else:
         ties = [functools.partial(tie, j)]
         tied = jnp.int32(1)
-    done = valid & (p0 >= search.key_passes)
     case = jnp.where(done, jnp.where(jnp.any(start.partial), tied, 0), len(ties) + 1)
     state = lax.switch(case, [lambda: start, *ties, lambda: search.resume(start)])
     threshold, bound = search.threshold_and_bound(state)
+    return _finish(search, threshold, bound, keeps, inputs, comp, rows, valid)
+
+
+def _finish(
+    search: RadixSearch,
+    threshold: jax.Array,
+    bound: jax.Array,
+    keeps: list[jax.Array] | None,
+    inputs: Sequence[Any],
+    comp: Any,
+    rows: np.ndarray | None,
+    valid: jax.Array,
+) -> list[jax.Array]:
+    """The masks from the per-leaf threshold keys and flat-index bounds: by the XLA
+    masks pass, or (Pallas passes) by fixing the provisional masks."""
     if keeps is None:
         return search.masks(threshold, bound)
     from sparsejax.select._pallas import finish_mask
@@ -365,5 +495,5 @@ def select_lowest_sampled(
     return [
         ~finish_mask(*inputs[i], keeps[i], comp, int(rows[i]), threshold[i], bound[i], valid)
         .reshape(search.shapes[i])
-        for i in range(num_leaves)
+        for i in range(search.num_leaves)
     ]

@@ -1,8 +1,8 @@
 """The sort search: the ``k`` lowest keys by one stable sort, for small models on one accelerator.
 
 ``search="sort"`` (the default for at most ``2**20`` groups on a single accelerator)
-stably sorts the keys with their positions, one sort per target, and selects the
-``k`` first: one kernel instead of the radix search's 16 counting passes over every
+stably sorts the keys with their (relative) positions, one sort per target, and selects
+the ``k`` first: one kernel instead of the radix search's 16 counting passes over every
 leaf. With more than two leaves, layer scope sorts all leaves twice (by key, then
 stably by leaf) instead of once per leaf. The keys are the radix search's, so the
 masks are the same bit for bit (timings: docs/results.md).
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from sparsejax.select._keys import relative_position
 from sparsejax.select._wide import Wide
 
 __all__ = ["select_lowest_sorted"]
@@ -28,11 +29,13 @@ def select_lowest_sorted(keys: Sequence[jax.Array], joint: bool, target: Wide) -
     """:func:`~sparsejax.select._radix.select_lowest` by one stable sort per target: same masks.
 
     ``keys``: each leaf's uint32 keys (the key's shape is the mask's). The keys of a
-    target's leaves (all leaves when ``joint``, else each leaf on
-    its own) are concatenated in leaf order and stably sorted with their
-    positions, so ties go to the earlier leaf and then the lower flat index, the
-    composite order of the radix search; an entry is selected when its rank is
-    below the target. For at most ``2**20`` groups on one accelerator
+    target's leaves (all leaves when ``joint``, else each leaf on its own) are
+    concatenated in leaf order and stably sorted with their positions -- for several
+    leaves by key and then relative position
+    (:func:`~sparsejax.select._keys.relative_position`), so ties go to the lower
+    relative position and then the earlier leaf; inside one leaf to the lower flat
+    index: the composite order of the radix search. An entry is selected when its rank
+    is below the target. For at most ``2**20`` groups on one accelerator
     (``search="auto"``), or ``search="sort"`` (fewer than ``2**31`` groups). With
     more than two separate targets (layer scope) the leaves share two sorts
     (:func:`_select_lowest_segmented`).
@@ -47,7 +50,11 @@ def select_lowest_sorted(keys: Sequence[jax.Array], joint: bool, target: Wide) -
         flat = jnp.concatenate([keys[i] for i in members]) if len(members) > 1 else keys[members[0]]
         n = flat.shape[0]
         pos = lax.iota(jnp.int32, n)
-        order = lax.sort((flat, pos), num_keys=1, is_stable=True)[1]
+        if len(members) > 1:
+            rel = jnp.concatenate([relative_position((keys[i].shape[0],)) for i in members])
+            order = lax.sort((flat, rel, pos), num_keys=2, is_stable=True)[2]
+        else:
+            order = lax.sort((flat, pos), num_keys=1, is_stable=True)[1]
         # the first k in sorted order, scattered back (k < 2**31: the low word is k)
         first_k = pos.astype(_U32) < target[1][t]
         selected = jnp.zeros(n, bool).at[order].set(first_k, unique_indices=True)

@@ -66,6 +66,27 @@ def keep_sparse(
     at pruned positions is left as ``inner`` computes it; it never reaches the
     params.
 
+    **Non-finite values.** A NaN or ±inf gradient at a pruned position is
+    zeroed before ``inner`` sees it. A NaN or ±inf entry of ``inner``'s update
+    at a kept position is dropped (that weight keeps its value for the step),
+    so no non-finite value ever enters a weight: pruned weights stay exactly
+    ``0.0`` and a later mask is chosen from real values. ``inner``'s own state
+    keeps what it computed (Adam moments fed a NaN gradient stay NaN, which
+    freezes those weights); to skip whole steps with non-finite gradients and
+    count them, wrap the inner optimizer:
+    ``keep_sparse(optax.apply_if_finite(optax.adamw(1e-3), 5), mask)``.
+
+    **Nothing pruned.** With an all-``True`` mask ``update`` returns exactly
+    ``inner``'s updates and state, bit for bit, when the operations run one by
+    one (eagerly). Compiled (``jax.jit``), XLA fuses the masking selects with
+    the surrounding arithmetic; it contracts a multiply followed by an add into
+    one fused multiply-add (one rounding) only where no select sits between
+    them, so a jitted step of the bare ``inner`` can differ from this one in
+    the last bit of the weights. Runs that must match bit for bit (a dense
+    baseline and a run pruned at 0 %) should both use ``keep_sparse``, the
+    dense one with an all-``True`` mask of the same leaf shapes: they then run
+    the same program.
+
     ``update`` reads the mask from the state only, so one optimizer serves
     every mask: build it without a mask (``keep_sparse(inner)``, all-keep) and
     give each run its own with :func:`sparsejax.transforms.with_mask` or

@@ -1,4 +1,9 @@
-"""The mask as optimizer states hold it (:class:`MaskLeaves`) and the masked update's steps."""
+"""The mask as optimizer states hold it (:class:`MaskLeaves`) and the masked update's steps.
+
+Step 1 (:func:`_zero_pruned`) zeroes gradients at pruned positions; step 4
+(:func:`_pin_pruned`) returns ``-p`` there and drops non-finite update entries elsewhere,
+so pruned weights are exactly ``0.0`` and no NaN or inf reaches any weight.
+"""
 
 from __future__ import annotations
 
@@ -101,5 +106,22 @@ def _zero_pruned(updates: PyTree, mask: PyTree) -> PyTree:
 
 
 def _pin_pruned(updates: PyTree, params: PyTree, mask: PyTree) -> PyTree:
-    """Step 4: ``where(mask, u, -p)``; ``p + (-p)`` is exactly ``+0.0`` for finite ``p``."""
-    return jax.tree.map(lambda u, p, m: jnp.where(m, u, -p), updates, params, mask)
+    """Step 4: ``where(mask, finite(u), -p)``: pruned weights become exactly ``0.0``.
+
+    ``p + (-p)`` is exactly ``+0.0`` for finite ``p``. A NaN or ±inf entry of the inner
+    update at a kept position becomes ``-0.0`` (``p + (-0.0) == p``: the weight keeps its
+    value), so no non-finite value ever enters a weight -- one that a later mask may
+    prune, whose ``-p`` would then be NaN, or whose NaN score would decide the mask.
+    For finite ``u`` the result is ``u`` bit for bit (an all-keep mask changes nothing).
+    Every transform that pins pruned weights (``keep_sparse``, ``pruning``, the dynamic
+    sparse transforms) calls this.
+    """
+
+    def leaf(u, p, m):
+        if jnp.issubdtype(u.dtype, jnp.inexact):
+            u = jnp.where(jnp.isfinite(u), u, jnp.asarray(-0.0, u.dtype))
+        if jnp.asarray(p).dtype == jnp.bool_:  # a flag carried in the params: nothing to negate
+            return jnp.where(m, u, jnp.zeros_like(u))
+        return jnp.where(m, u, -p)
+
+    return jax.tree.map(leaf, updates, params, mask)

@@ -11,11 +11,14 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from etils import epath
 from flax import nnx
 
 from sparsejax import checkpoint as ckpt
 from sparsejax import schedules, scores, transforms
 from sparsejax import train as sj_train
+from sparsejax.checkpoint import _record, _steps
+from sparsejax.checkpoint._record import write_record
 
 
 class Net(nnx.Module):
@@ -101,11 +104,11 @@ def test_round_trip_is_bit_exact_with_named_tuples_keys_masks_and_position(tmp_p
     assert type(hyper) is type(trained.opt_state.inner_state) and "hyperparams" in hyper._fields
     assert type(hyper.inner_state[0]) is optax.ScaleByAdamState
     assert int(hyper.count) == 7 and int(hyper.inner_state[0].count) == 7
-    kept = transforms.current_mask(out.state.opt_state)["fc1"]["kernel"].value
+    kept = transforms.current_mask(out.state.opt_state)["fc1"]["kernel"][...]
     assert kept.dtype == bool and 0 < int((~kept).sum()) < kept.size
     # Typed keys (the state's and the dropout stream's) come back as typed keys.
     assert jnp.issubdtype(out.state.key.dtype, jax.dtypes.prng_key)
-    assert jnp.issubdtype(out.state.rest["drop"]["rngs"]["key"].value.dtype, jax.dtypes.prng_key)
+    assert jnp.issubdtype(out.state.rest["drop"]["rngs"]["key"][...].dtype, jax.dtypes.prng_key)
     # Training continues from the restored state exactly as from the original.
     batch = (np.ones((8, 5), np.float32), np.zeros(8, np.int32))
     chex.assert_trees_all_equal(STEP(out.state, batch), STEP(trained, batch))
@@ -122,10 +125,10 @@ def test_restore_into_abstract_target_with_sharding(tmp_path, trained, devices8)
     )
     out = ckpt.restore(tmp_path, target, step=7)
     assert_bit_equal(out.state, trained)
-    assert out.state.params["fc1"]["kernel"].value.devices() == {device}
+    assert out.state.params["fc1"]["kernel"][...].devices() == {device}
     # Without a sharding the arrays land on the default device.
     plain = ckpt.restore(tmp_path, jax.eval_shape(lambda: trained)).state
-    assert plain.params["fc1"]["kernel"].value.devices() == {jax.devices()[0]}
+    assert plain.params["fc1"]["kernel"][...].devices() == {jax.devices()[0]}
     assert_bit_equal(plain, trained)
 
 
@@ -188,11 +191,43 @@ def test_killed_run_resumed_from_checkpoint_ends_bit_identical(tmp_path, data):
     # The pruning transform went on from the restored mask to the final 50 % at step 10.
     mask = transforms.current_mask(resumed.opt_state)
     for layer, pruned in (("fc1", 20), ("fc2", 12)):
-        kept = np.asarray(mask[layer]["kernel"].value)
+        kept = np.asarray(mask[layer]["kernel"][...])
         assert int((~kept).sum()) == pruned
-        assert np.all(np.asarray(resumed.params[layer]["kernel"].value)[~kept] == 0.0)
+        assert np.all(np.asarray(resumed.params[layer]["kernel"][...])[~kept] == 0.0)
     assert ckpt.all_steps(run) == [6, 9, 11]
     assert_bit_equal(ckpt.restore(run, reference).state, reference)
+
+
+def test_train_resumes_after_a_kill_between_orbax_commit_and_the_record(
+    tmp_path, data, monkeypatch
+):
+    """Killed after orbax committed step 9 but before its record: the run resumes from step
+    6 and ends bit-identical (before: "holds steps [9] newer than the state's step 6")."""
+    x, y = data
+    common = dict(
+        batch_size=8, seed=5, steps=11, train_step=STEP, checkpoint_every=3, progress=False
+    )
+    reference, _ = sj_train.train(fresh_state(), x, y, checkpoint_dir=tmp_path / "ref", **common)
+    run = tmp_path / "run"
+    write = _record.write_record
+
+    def killed(step_dir, step):
+        if step == 9:
+            raise Killed
+        write(step_dir, step)
+
+    monkeypatch.setattr(_steps, "write_record", killed)
+    with pytest.raises(Killed):
+        sj_train.train(fresh_state(), x, y, checkpoint_dir=run, **common)
+    monkeypatch.undo()
+    assert ckpt.all_steps(run) == [3, 6] and (run / "9").is_dir()
+    with pytest.warns(RuntimeWarning, match=r"ignoring '.*/9': an interrupted save"):
+        restored = ckpt.restore(run, fresh_state(seed=99))
+    assert restored.step == 6
+    with pytest.warns(RuntimeWarning, match=r"'.*/9' \(incomplete\) moved aside"):
+        resumed, _ = sj_train.train(restored.state, x, y, checkpoint_dir=run, **common)
+    assert_bit_equal(resumed, reference)
+    assert ckpt.all_steps(run) == [6, 9, 11]
 
 
 def test_train_refuses_a_directory_with_newer_steps(tmp_path, data, trained):
@@ -266,9 +301,9 @@ def data_files(step_dir: pathlib.Path) -> list[pathlib.Path]:
 
 
 @pytest.mark.parametrize(
-    "damage", ["truncate", "delete", "missing_item", "unfinished_save", "checksum"]
+    "damage", ["truncate", "delete", "missing_item", "manifest_edit", "leaf_checksum"]
 )
-def test_corrupt_latest_falls_back_to_previous_and_names_it(tmp_path, damage):
+def test_corrupt_latest_falls_back_to_previous_names_it_and_moves_it_aside(tmp_path, damage):
     tree = three_steps(tmp_path)
     step_dir = tmp_path / "3"
     if damage == "truncate":
@@ -285,10 +320,7 @@ def test_corrupt_latest_falls_back_to_previous_and_names_it(tmp_path, damage):
             f.unlink()
         (step_dir / "manifest").rmdir()
         reason = r"incomplete: file manifest/\S+ is missing"
-    elif damage == "unfinished_save":  # killed after orbax's commit, before sparsejax's record
-        (step_dir / "sparsejax_commit.json").unlink()
-        reason = r"incomplete: no sparsejax_commit.json \(the save did not finish\)"
-    else:  # same sizes, readable, but the arrays differ from what was saved
+    else:  # same sizes, readable, but a leaf checksum of the manifest differs
         manifest_file = step_dir / "manifest" / "metadata"
         text = manifest_file.read_text()
         checksum = json.loads(text)["state"][0]["checksum"]  # leaf "m"
@@ -296,14 +328,22 @@ def test_corrupt_latest_falls_back_to_previous_and_names_it(tmp_path, damage):
         manifest_file.write_text(
             text.replace(f'"checksum": {checksum}', f'"checksum": {changed}', 1)
         )
-        reason = rf"state leaf 'm' fails its checksum \(read {checksum}, saved {changed}\)"
+        reason = r"file manifest/metadata fails its SHA-256"
+        if damage == "leaf_checksum":  # re-committed: only the leaf checksums can tell
+            write_record(epath.Path(step_dir), 3)
+            reason = rf"state leaf 'm' fails its checksum \(read {checksum}, saved {changed}\)"
 
     with pytest.raises(ckpt.CorruptCheckpointError, match=rf"{step_dir} \(step 3\).*{reason}"):
         ckpt.restore(tmp_path, tree, step=3)
-    with pytest.warns(RuntimeWarning, match=rf"{step_dir} \(step 3\).*falling back"):
+    with pytest.warns(RuntimeWarning, match=rf"{step_dir} \(step 3\).*moved to .*aside/3\.damaged\..*falling back"):
         out = ckpt.restore(tmp_path, tree)
     assert out.step == 2
     np.testing.assert_array_equal(out.state["w"], np.arange(12.0).reshape(3, 4) + 2)
+    # The damaged step is kept aside, so a resumed run saves step 3 again.
+    assert ckpt.all_steps(tmp_path) == [1, 2]
+    assert [p.name.split(".")[:2] for p in (tmp_path / "aside").iterdir()] == [["3", "damaged"]]
+    ckpt.save(tmp_path, 3, tree)
+    assert ckpt.restore(tmp_path, tree).step == 3
 
 
 # When one of several arrays fails to read, orbax can leave a tensorstore callback that fires on
@@ -318,6 +358,10 @@ def test_unreadable_array_data_of_the_right_size(tmp_path):
     for f in data_files(tmp_path / "2"):  # overwrite every data file with noise of its size
         f.write_bytes(bytes((7 * i + 3) % 256 for i in range(f.stat().st_size)))
     step_dir = tmp_path / "2"
+    # Small files carry a SHA-256 in the commit record: the noise is caught before orbax.
+    with pytest.raises(ckpt.CorruptCheckpointError, match=r"state/d/\S+ fails its SHA-256"):
+        ckpt.restore(tmp_path, tree, step=2)
+    write_record(epath.Path(step_dir), 2)  # re-committed: orbax's read must fail instead
     with pytest.raises(ckpt.CorruptCheckpointError, match=rf"{step_dir} \(step 2\) cannot be read"):
         ckpt.restore(tmp_path, tree, step=2)
     with pytest.warns(RuntimeWarning, match=rf"{step_dir} \(step 2\) cannot be read"):
@@ -331,7 +375,8 @@ def test_uncommitted_save_is_ignored_and_all_corrupt_raises(tmp_path):
     # A save killed before orbax's final rename leaves only a tmp directory.
     (tmp_path / "4.orbax-checkpoint-tmp-1795305159").mkdir()
     assert ckpt.all_steps(tmp_path) == [1, 2, 3] and ckpt.latest_step(tmp_path) == 3
-    assert ckpt.restore(tmp_path, tree).step == 3
+    with pytest.warns(RuntimeWarning, match=r"ignoring .*4.orbax-checkpoint-tmp-1795305159'"):
+        assert ckpt.restore(tmp_path, tree).step == 3
     for step in (1, 2, 3):
         for f in data_files(tmp_path / str(step)):
             f.unlink()

@@ -61,17 +61,51 @@ def test_global_selection_never_sorts_or_concatenates_the_scores():
         assert math.prod(int(d) for d in dims.split("x") if d) < 64, dims
 
 
-def test_ties_broken_by_flat_index_then_leaf_order():
+def test_ties_broken_by_relative_position_then_leaf_order():
     tree = {"a": jnp.zeros((3, 4)), "b": jnp.zeros((2, 2))}  # leaves order: a, b
-    m = prune(tree, 0.5, scope="global")  # 8 of 16: the first 8 entries of "a"
-    np.testing.assert_array_equal(m["a"].ravel(), [False] * 8 + [True] * 4)
-    np.testing.assert_array_equal(m["b"], np.ones((2, 2), bool))
-    m = prune(tree, 0.875, scope="global")  # 14: all of "a", then the first 2 of "b"
-    np.testing.assert_array_equal(m["a"], np.zeros((3, 4), bool))
-    np.testing.assert_array_equal(m["b"].ravel(), [False, False, True, True])
-    m = prune(tree, 0.25, scope="layer")  # 3 of "a", 1 of "b"
+    # Relative positions: a[i] at i * floor(2**32 / 12), b[j] at j * 2**30 (j / 4).
+    # 8 of 16: a[0..5] (below 1/2) and b[0..1]; no leaf is stripped.
+    for search in ("radix", "sort", "sampled"):
+        m = prune(tree, 0.5, scope="global", search=search)
+        np.testing.assert_array_equal(m["a"].ravel(), [False] * 6 + [True] * 6, err_msg=search)
+        np.testing.assert_array_equal(m["b"].ravel(), [False, False, True, True], err_msg=search)
+    # 3 of 16: a[0] and b[0] (both at 0; "a" first), then a[1] (1/12 < 1/4 of b[1]).
+    m = prune(tree, 3 / 16, scope="global")
+    np.testing.assert_array_equal(m["a"].ravel(), [False, False] + [True] * 10)
+    np.testing.assert_array_equal(m["b"].ravel(), [False, True, True, True])
+    # 14 of 16: the two highest relative positions stay, a[10] (10/12) and a[11] (11/12),
+    # both above b[3] (3/4).
+    m = prune(tree, 0.875, scope="global")
+    np.testing.assert_array_equal(m["a"].ravel(), [False] * 10 + [True] * 2)
+    np.testing.assert_array_equal(m["b"].ravel(), [False] * 4)
+    m = prune(tree, 0.25, scope="layer")  # 3 of "a", 1 of "b": the flat index in each leaf
     np.testing.assert_array_equal(m["a"].ravel(), [False] * 3 + [True] * 9)
     np.testing.assert_array_equal(m["b"].ravel(), [False, True, True, True])
+
+
+@pytest.mark.parametrize("search", ["radix", "sort", "sampled"])
+def test_all_tied_global_pruning_interleaves_layers_and_strips_none(search):
+    # A small early layer beside a large one, every score equal (all-zero gradients, say):
+    # each layer loses its share, as with distinct scores spread evenly, never a whole layer.
+    tree = {"conv0": jnp.zeros((3, 3, 1, 4)), "dense": jnp.zeros((64, 32)), "out": jnp.zeros((32, 3))}
+    sizes = {name: int(np.size(x)) for name, x in tree.items()}
+    total = sum(sizes.values())
+    run = jax.jit(lambda t, s: prune(t, s, scope="global", search=search))
+    for s in (0.1, 0.5, 0.9, 0.95):  # 0.95 of the 36 entries of conv0: 34.2
+        m = npt(run(tree, jnp.float32(s)))
+        k = round(float(np.float32(s)) * total)
+        pruned = {name: int((~m[name]).sum()) for name in tree}
+        assert sum(pruned.values()) == k
+        for name, n in sizes.items():
+            # Each leaf loses the entries below one relative position Q, ceil(Q·n) of them,
+            # and the counts add up to k: (k - L)·n / total <= pruned < k·n / total + 1.
+            share = k * n / total
+            assert share - len(tree) * n / total <= pruned[name] < share + 1, (name, s, pruned)
+            assert 0 < pruned[name] < n, (name, s, pruned)  # never a whole layer
+            flat = m[name].ravel()
+            np.testing.assert_array_equal(flat, np.arange(n) >= pruned[name])
+        for got, want in zip(jax.tree.leaves(m), reference_mask(jax.tree.leaves(tree), k)):
+            np.testing.assert_array_equal(got, want)
 
 
 def test_round_half_to_even_python_and_array_sparsity():
@@ -352,11 +386,13 @@ def test_sharded_params_stay_sharded_and_match_unsharded(devices8):
         np.testing.assert_array_equal(np.asarray(got["big"]), want[0])
         np.testing.assert_array_equal(np.asarray(got["small"]), want[1])
         assert got["big"].sharding.is_equivalent_to(spec, 2)
-    # All ties, across shards: broken by flat index (the tie search runs on the sharded leaf).
+    # All ties, across shards: broken by relative position (the tie passes run on the
+    # sharded leaf): each leaf loses its first half.
     tied = {"big": jax.device_put(jnp.zeros((64, 32)), spec), "small": jnp.zeros((16, 8))}
     m = f(tied, jnp.float32(0.5))
     assert m["big"].sharding.is_equivalent_to(spec, 2)
-    np.testing.assert_array_equal(np.asarray(m["big"]).ravel(), np.arange(2048) >= 1088)
+    np.testing.assert_array_equal(np.asarray(m["big"]).ravel(), np.arange(2048) >= 1024)
+    np.testing.assert_array_equal(np.asarray(m["small"]).ravel(), np.arange(128) >= 64)
 
 
 def test_nnx_state():
@@ -382,8 +418,9 @@ def test_nnx_state():
     assert kept(mask, state) == 36 - 18  # kernels
     assert all(m.shape == () and m for p, m in flat.items() if "bias" in jax.tree_util.keystr(p))
     bad = jax.tree.map(lambda x: x.at[0, 0].set(jnp.nan) if x.ndim == 2 else x, scores)
-    with pytest.raises(ValueError, match=r"'l1/kernel' contain 1 NaN"):
-        prune(bad, 0.5)
+    flat = dict(jax.tree_util.tree_flatten_with_path(npt(prune(bad, 0.5)))[0])
+    kernel = next(m for p, m in flat.items() if "l1" in jax.tree_util.keystr(p) and m.ndim == 2)
+    assert bool(kernel[0, 0]) and int((~kernel).sum()) == 12  # the NaN is kept, 12 of 24 go
 
 
 # --------------------------------------------------------------------------- #
@@ -401,12 +438,19 @@ def test_sparsity_out_of_range(value):
         prune({"w": jnp.ones((2, 2))}, jnp.float32(1.5), scope="global")
 
 
-def test_nan_scores_eager_error_and_jit_behaviour():
+@pytest.mark.parametrize("search", ["radix", "sort"])
+def test_nan_scores_rank_highest_eagerly_and_under_jit_alike(search):
     x = jnp.asarray([[1.0, np.nan], [np.nan, 0.5]])
-    with pytest.raises(ValueError, match=r"scores at 'layer/w' contain 2 NaN value\(s\) of 4"):
-        prune({"layer": {"w": x}}, 0.5)
-    m = jax.jit(lambda t: prune(t, 0.5))({"layer": {"w": x}})  # NaN ranks highest: kept
-    np.testing.assert_array_equal(m["layer"]["w"], [[False, True], [True, False]])
+    tree = {"layer": {"w": x}}
+    eager = prune(tree, 0.5, search=search)  # no error: one documented rule
+    jitted = jax.jit(lambda t: prune(t, 0.5, search=search))(tree)
+    for m in (eager, jitted):  # NaN ranks above every number: the two numbers go first
+        np.testing.assert_array_equal(m["layer"]["w"], [[False, True], [True, False]])
+    m = prune(tree, 0.75, search=search)  # then the NaN at the lower position
+    np.testing.assert_array_equal(m["layer"]["w"], [[False, False], [True, False]])
+    inf = jnp.asarray([[np.inf, -np.inf], [np.nan, 0.0]])
+    m = prune({"w": inf}, 0.5, search=search)  # -inf, then 0.0; +inf and NaN stay
+    np.testing.assert_array_equal(m["w"], [[True, False], [True, False]])
 
 
 def test_mismatched_trees_and_bad_arguments():

@@ -151,6 +151,25 @@ def test_sampled_with_ties_existing_mask_nan_nm_and_neurons_under_jit():
             )
 
 
+def test_sampled_splits_ties_over_leaves_by_relative_position(monkeypatch):
+    # One decimal: thousands of entries share the threshold score in every leaf; the split
+    # comes from the two relative-position histograms, and matches the reference rule.
+    calls = []
+    fn = sampled._relative_tie
+    monkeypatch.setattr(sampled, "_relative_tie", lambda *a: calls.append(1) or fn(*a))
+    rng = np.random.default_rng(12)
+    leaves = [
+        jnp.asarray(np.round(rng.standard_normal(sh), 1), jnp.float32)
+        for sh in ((300, 70), (90, 100), (3, 3))
+    ]
+    n = sum(int(np.size(x)) for x in leaves)
+    for s in (0.2, 0.5, 0.8):
+        got = prune(leaves, s, scope="global", search="sampled")
+        assert_same(got, reference_mask(leaves, round(s * n)))
+        assert_same(got, prune(leaves, s, scope="global", search="radix"))
+    assert calls  # traced once, used by every call
+
+
 def test_sampled_under_vmap_over_four_seeds():
     trees = [
         [jnp.asarray(np.random.default_rng(i).standard_normal(sh), jnp.float32) for sh in TREE]
@@ -237,7 +256,7 @@ def test_pallas_passes_equal_the_xla_passes(monkeypatch, with_mask):
     if with_mask:
         kw["mask"] = jax.tree.map(lambda x: jnp.asarray(rng.random(x.shape) > 0.4), scores)
     calls = []
-    for name in ("bracket_pass", "compact", "finish_mask", "_compacted_tie_index"):
+    for name in ("bracket_pass", "compact", "finish_mask", "_compacted_relative_tie"):
         module = sampled if name.startswith("_") else selection_kernels
         fn = getattr(module, name)
         monkeypatch.setattr(
@@ -251,9 +270,9 @@ def test_pallas_passes_equal_the_xla_passes(monkeypatch, with_mask):
         assert_same(got, want)
         assert_same(got, prune(scores, s, scope="global", search="radix", **kw))
     # Traced once (the counts are arguments): one kernel of each kind per leaf, and one
-    # tie branch for whichever leaf holds the split.
+    # tie branch that splits the ties over both leaves from the compacted entries.
     per_leaf = ["bracket_pass", "compact", "finish_mask"]
-    assert sorted(calls) == sorted(["_compacted_tie_index"] + per_leaf * 2)
+    assert sorted(calls) == sorted(["_compacted_relative_tie"] + per_leaf * 2)
     # All tied: every key is in the bracket, the kernel's slots overflow, the radix passes
     # find the threshold and finish_mask recomputes every entry.
     tied = {"a": jnp.ones((300, 70)), "b": jnp.ones((90, 100))}

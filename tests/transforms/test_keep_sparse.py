@@ -213,3 +213,49 @@ def test_invariant_pruned_weights_stay_exactly_zero(case, num_steps, seed):
         # Updates at steps 1, 4, 7, 10 to 15, 30, 45, 60 % of the 80 kernel entries.
         done = sum(1 for t in (1, 4, 7, 10) if t < num_steps)
         assert sum(_pruned(final_mask, params).values()) == [0, 12, 24, 36, 48][done]
+
+
+# --------------------------------------------------------------------------- nothing pruned
+
+
+@pytest.mark.parametrize(
+    "inner",
+    [
+        optax.adam(1e-3),
+        optax.adamw(1e-3, weight_decay=1e-2),
+        optax.sgd(0.1, momentum=0.9, nesterov=True),
+    ],
+    ids=["adam", "adamw", "nesterov"],
+)
+@pytest.mark.parametrize("mask", ["default", "scalar", "full"])
+def test_nothing_pruned_is_bit_identical_to_the_inner_optimizer(inner, mask):
+    # Op by op, with an all-keep mask (keep_sparse(inner), scalar True leaves, or the full
+    # all-True mask a 0 % pruning gives), updates, inner states and weights are the inner
+    # optimizer's bit for bit over several steps. (Compiled, XLA's multiply-add
+    # contraction may round the bare optimizer's fused step differently; see keep_sparse.)
+    rng = np.random.default_rng(4)
+    params = {
+        "w": jnp.asarray(rng.standard_normal((16, 8)), jnp.float32),
+        "b": jnp.asarray(rng.standard_normal(8), jnp.float32),
+    }
+    masks = {
+        "default": None,
+        "scalar": jax.tree.map(lambda p: jnp.ones((), bool), params),
+        "full": jax.tree.map(lambda p: jnp.ones(p.shape, bool), params),
+    }
+    tx = keep_sparse(inner, masks[mask])
+    p1, s1 = params, inner.init(params)
+    p2, s2 = params, tx.init(params)
+    for step in range(5):
+        grads = jax.tree.map(
+            lambda p, step=step: jnp.asarray(
+                np.random.default_rng(step).standard_normal(p.shape), jnp.float32
+            ),
+            params,
+        )
+        u1, s1 = inner.update(grads, s1, p1)
+        u2, s2 = tx.update(grads, s2, p2)
+        chex.assert_trees_all_equal(u2, u1)
+        chex.assert_trees_all_equal(s2.inner_state, s1)
+        p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
+        chex.assert_trees_all_equal(p2, p1)
