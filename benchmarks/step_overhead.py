@@ -13,7 +13,9 @@ optimizer wrapped by sparsejax. Three ways to run it (``--loops``):
 Variants: ``dense`` (timed twice: ``dense_again`` is the run-to-run spread),
 ``keep_sparse`` (a fixed 90% mask), ``pruning_layer`` / ``pruning_global`` (magnitude,
 polynomial schedule to 90% updating every 100 steps: two updates per window of 200) and
-``pruning_never`` (the same transform, no update due in the window). Every variant of a
+``pruning_never`` (the same transform, no update due in the window), and the dynamic sparse
+training methods ``rigl`` and ``set`` (ERK at the same sparsity, rewired every 100 steps).
+Every variant of a
 loop reads the same window of distinct batches from device memory; variants are timed
 round-robin (median of ``--repeats`` windows after a compile and a warm-up window).
 ``--profile`` adds the device-side kernel time of one window of each ``python`` variant
@@ -203,6 +205,13 @@ def variants(cfg: Config, fixed_mask: Any) -> list[tuple[str, str, optax.Gradien
         ("pruning_layer", "layer", pruning(every100, "layer")),
         ("pruning_global", "global", pruning(every100, "global")),
         ("pruning_never", "layer", pruning(never, "layer")),
+        # dynamic sparse training at the same sparsity (ERK), rewired every 100 steps from
+        # step 1: two updates per window, like the pruning variants
+        ("rigl", "layer", sj.transforms.rigl(adam, cfg.sparsity, key=0, total_steps=10**8,
+                                             begin=1, prunable=kernels)),
+        ("set", "layer", sj.transforms.sparse_evolutionary(adam, cfg.sparsity, key=0,
+                                                           total_steps=10**8, begin=1,
+                                                           prunable=kernels)),
     ]
 
 
@@ -353,7 +362,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         "`lax.scan`; `train_loop`: `sparsejax.train.make_train_loop` (updates placed on the "
         f"host). Pruning: magnitude to {cfg.sparsity:.0%} per layer or globally, updates every "
         "100 steps (two per window); `pruning_never`: no update due; `keep_sparse`: a fixed "
-        "mask. Ratios are to `dense` of the same model and loop.\n\n"
+        "mask; `rigl` / `set`: dynamic sparse training (ERK, same sparsity, drop and grow every "
+        "100 steps). Ratios are to `dense` of the same model and loop.\n\n"
         + "\n".join(f"- {m}: {build(m).description}" for m in cfg.models) + "\n"
     )
     print("\n" + table)

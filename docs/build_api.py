@@ -56,6 +56,8 @@ MODULES = (
     "sparsejax.variational",
     "sparsejax.dynamic",
     "sparsejax.shrink",
+    "sparsejax.deploy",
+    "sparsejax.posttrain",
     # training and the experiment runner
     "sparsejax.train",
     "sparsejax.runner",

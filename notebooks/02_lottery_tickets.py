@@ -25,8 +25,13 @@
 # `sparsejax.lottery.imp` runs the rounds around *your* pure training function; here a
 # jitted, `vmap`-ed `lax.scan` trains 3 seeds of LeNet-300-100 on the digits at once.
 #
-# **TPU runtime on Colab:** run `pip install -U "jax[tpu]"` in a cell first, then
-# *Runtime → Restart session*, then run the notebook from the top.
+# **On a TPU runtime** (Colab: run `pip install -U "jax[tpu]"` in a cell first, then
+# *Runtime → Restart session*, then run the notebook from the top) every cell runs
+# unchanged on the TPU, through XLA only: sparsejax never chooses a Pallas/Triton kernel
+# for a TPU, and nothing here asks for one. On the TPU: the `vmap`-ed `lax.scan` training
+# of the 3 seeds and every round's magnitude pruning (`prune`, vmapped over the seeds).
+# That these paths lower for a TPU is checked in CI (`tests/test_tpu_export.py`); this
+# notebook has not been run on TPU hardware.
 
 # %%
 # Install sparsejax in Colab (skipped when it is already importable, e.g. in a checkout).

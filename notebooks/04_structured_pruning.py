@@ -36,8 +36,14 @@
 # MNIST-1D CNN). Everything here runs on a CPU in a few minutes (a GPU or TPU runtime is
 # faster, not needed).
 #
-# **TPU runtime on Colab:** run `pip install -U "jax[tpu]"` in a cell first, then
-# *Runtime → Restart session*, then run the notebook from the top.
+# **On a TPU runtime** (Colab: run `pip install -U "jax[tpu]"` in a cell first, then
+# *Runtime → Restart session*, then run the notebook from the top) every cell runs
+# unchanged on the TPU, through XLA only: sparsejax never chooses a Pallas/Triton kernel
+# for a TPU, and nothing here asks for one. On the TPU: training, the unit scores, `prune`
+# of neurons and filters, the sensitivity sweep's evaluations and the shrunk models'
+# forward passes; `shrink` itself rebuilds the model on the host. That these paths lower
+# for a TPU is checked in CI (`tests/test_tpu_export.py`); this notebook has not been run
+# on TPU hardware.
 
 # %%
 # Install sparsejax in Colab (skipped when it is already importable, e.g. in a checkout).

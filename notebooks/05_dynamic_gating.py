@@ -39,8 +39,13 @@
 #
 # Everything runs on a CPU in a few minutes (a GPU or TPU runtime is faster, not needed).
 #
-# **TPU runtime on Colab:** run `pip install -U "jax[tpu]"` in a cell first, then
-# *Runtime → Restart session*, then run the notebook from the top.
+# **On a TPU runtime** (Colab: run `pip install -U "jax[tpu]"` in a cell first, then
+# *Runtime → Restart session*, then run the notebook from the top) every cell runs
+# unchanged on the TPU, through XLA only: sparsejax never chooses a Pallas/Triton kernel
+# for a TPU, and nothing here asks for one. On the TPU: the gated training steps, the
+# masked forward and the gathered path (XLA gathers of the active channels). That these
+# paths lower for a TPU is checked in CI (`tests/test_tpu_export.py`); this notebook has
+# not been run on TPU hardware.
 
 # %%
 # Install sparsejax in Colab (skipped when it is already importable, e.g. in a checkout).

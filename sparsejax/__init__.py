@@ -5,7 +5,9 @@ and numpy: :mod:`~sparsejax.masks` (mask pytrees), :mod:`~sparsejax.scores` (imp
 scores and unit criteria), :mod:`~sparsejax.structures` (granularities),
 :mod:`~sparsejax.select` (:func:`prune`: scores to mask, layerwise or global),
 :mod:`~sparsejax.schedules` and :mod:`~sparsejax.transforms` (optax transforms:
-:func:`keep_sparse`, gradual :func:`pruning`).
+:func:`keep_sparse`, gradual :func:`pruning`, sparse training from scratch:
+:func:`static_sparse`, :func:`sparse_evolutionary`, :func:`rigl`, :func:`sparse_momentum`,
+:func:`straight_through`).
 
 Everything else loads on first use, so ``import sparsejax`` pulls in neither Flax nor
 Pallas: the jax-only tools (``sj.metrics``, ``sj.sensitivity``, ``sj.regularizers``,
@@ -60,6 +62,11 @@ from sparsejax.transforms import (
     current_step,
     keep_sparse,
     pruning,
+    rigl,
+    sparse_evolutionary,
+    sparse_momentum,
+    static_sparse,
+    straight_through,
 )
 
 __version__ = "0.1.0"
@@ -118,10 +125,15 @@ __all__ = [
     "prune",
     "pruning",
     "reduce_scores",
+    "rigl",
     "schedules",
     "scores",
     "sensitivity",
+    "sparse_evolutionary",
+    "sparse_momentum",
     "sparsity",
+    "static_sparse",
+    "straight_through",
     "structures",
     "summary",
     "tree",

@@ -17,8 +17,11 @@ __all__ = ["default_backend", "triton_compiler_params"]
 def default_backend() -> str:
     """``"pallas"`` on NVIDIA GPUs (Triton lowering), ``"reference"`` elsewhere (CPU, TPU).
 
-    The platform is that of ``jax.default_device`` where one is set, else the default
-    backend's (see ``sparsejax._platform.target_platform``).
+    The platform is :func:`sparsejax._platform.target_platform`: inside a branch of
+    ``sparsejax._platform.by_platform`` the platform that branch is lowered for (so a
+    program exported for a TPU never holds a Pallas kernel, and one exported for CUDA
+    holds the Triton kernels even when traced on a CPU); elsewhere that of
+    ``jax.default_device`` where one is set, else the default backend's.
     """
     return "pallas" if target_platform() == "gpu" else "reference"
 

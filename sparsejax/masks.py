@@ -61,7 +61,7 @@ def init_mask(params: PyTree, prunable: Prunable = None) -> PyTree:
 
     Args:
       params: any pytree of arrays.
-      prunable: which leaves may be pruned: ``None`` (arrays with ``ndim >= 2``),
+      prunable: which leaves may be pruned: ``None`` (float arrays with ``ndim >= 2``),
         a predicate ``f(path, leaf) -> bool``, a regex searched in the path
         string (``"Dense_0/kernel"``) or a sequence of regexes.
 
@@ -153,7 +153,7 @@ def count_kept(mask: PyTree, params: PyTree, prunable: Prunable = lambda *_: Tru
 
 
 def sparsity(mask: PyTree, params: PyTree, prunable: Prunable = None) -> jax.Array:
-    """Fraction of the ``prunable`` entries that ``mask`` prunes (default: ndim >= 2 leaves)."""
+    """Fraction of the ``prunable`` entries that ``mask`` prunes (default: float leaves with ndim >= 2)."""
     which = prunable_tree(params, prunable)
     total = sum(
         int(np.prod(np.shape(p), dtype=np.int64))
@@ -200,7 +200,7 @@ def summary(params: PyTree, mask: PyTree | None = None, prunable: Prunable = Non
       params: the parameters.
       mask: a mask mirroring ``params`` (default: keep everything).
       prunable: which leaves count as prunable weights in :func:`format_summary`'s first
-        total (default: ``ndim >= 2``, the kernels; biases and norm scales are not).
+        total (default: float leaves with ``ndim >= 2``, the kernels; biases and norm scales are not).
 
     Runs eagerly (returns Python numbers); not for use inside ``jit``.
 

@@ -16,8 +16,10 @@ lasso of Simon et al. 2013). It is not differentiable at ``w_g = 0``, so plain
 (sub)gradient descent only drives groups *near* zero: :func:`proximal_group_lasso`,
 the proximal operator of ``lr · Ω`` as an optax transform placed **last** in the
 chain, makes the step proximal gradient descent with exact zeros, and
-:func:`groups_to_mask` turns the zero groups into a structured mask. Everything here
-is pure and works under ``jax.jit``.
+:func:`groups_to_mask` turns the zero groups into a structured mask (plain bool arrays:
+``nnx.Variable`` wrappers of the params are not carried over, so a mask is never an
+``nnx.Param``). :func:`select_lambda` picks λ on a validation set with a margin of
+standard errors. Everything here is pure and works under ``jax.jit``.
 
 References:
   Yuan & Lin (2006), Model selection and estimation in regression with grouped
@@ -43,12 +45,14 @@ from sparsejax.tree import Prunable, PyTree, named_leaves, prunable_tree
 
 __all__ = [
     "GroupStats",
+    "LambdaSelection",
     "ProximalGroupLassoState",
     "group_lasso_penalty",
     "group_norms",
     "group_stats",
     "groups_to_mask",
     "proximal_group_lasso",
+    "select_lambda",
 ]
 
 ScalarOrSchedule = float | Callable[[jax.Array], jax.Array]
@@ -138,6 +142,17 @@ def _leaves(params: PyTree) -> list[jax.Array]:
     return [jnp.asarray(x) for x in jax.tree.leaves(params)]
 
 
+def _is_variable(x: Any) -> bool:
+    """A ``flax.nnx.Variable`` (duck-typed: this layer does not import Flax)."""
+    return any(c.__name__ == "Variable" and c.__module__.startswith("flax.")
+               for c in type(x).__mro__)
+
+
+def _plain_structure(params: PyTree) -> Any:
+    """The tree structure of ``params`` with every ``nnx.Variable`` node replaced by a leaf."""
+    return jax.tree.structure(jax.tree.map(lambda v: 0, params, is_leaf=_is_variable))
+
+
 # --------------------------------------------------------------------------------------------
 # penalty, norms, masks
 # --------------------------------------------------------------------------------------------
@@ -155,19 +170,19 @@ def group_norms(
     Args:
       params: parameter pytree (Linen dict, ``nnx.State``, ...).
       structure: the groups (see the module table).
-      prunable: which leaves carry groups (``None``: ``ndim >= 2``).
+      prunable: which leaves carry groups (``None``: float leaves with ``ndim >= 2``).
       include_bias: with ``Neurons``, a kernel's sibling ``bias`` joins its units' groups.
 
     Returns:
-      A pytree mirroring ``params``: a grouped leaf gets ``float32[group_shape]``
-      (``(1, out)`` for ``Neurons`` on a Dense kernel), every other leaf a
-      ``float32[]`` zero. Pure.
+      A pytree at the paths of ``params`` (plain arrays: ``nnx.Variable`` wrappers are
+      not carried over): a grouped leaf gets ``float32[group_shape]`` (``(1, out)`` for
+      ``Neurons`` on a Dense kernel), every other leaf a ``float32[]`` zero. Pure.
     """
     layout = _layout(params, structure, prunable, include_bias)
     leaves = _leaves(params)
     sq = _squared_norms(layout, leaves, structure)
     out = [jnp.sqrt(s) if s is not None else jnp.zeros((), jnp.float32) for s in sq]
-    return jax.tree.unflatten(jax.tree.structure(params), out)
+    return jax.tree.unflatten(_plain_structure(params), out)
 
 
 def group_lasso_penalty(
@@ -235,10 +250,15 @@ def groups_to_mask(
     validation set: subgradient steps leave groups near, not at, zero.
 
     Returns:
-      A mask pytree (see :mod:`sparsejax.masks`): grouped leaves get
-      ``bool[group_shape]`` (``(1, out)`` for ``Neurons`` on a Dense kernel),
-      the joined bias of a kernel ``bool[out]`` (same groups), every other
-      leaf scalar ``True``. Pure.
+      A mask pytree (see :mod:`sparsejax.masks`) at the paths of ``params``, of plain
+      bool arrays (an ``nnx.State`` of ``nnx.Param`` gives an ``nnx.State`` of arrays,
+      like ``nnx.as_pure``: the mask is never an ``nnx.Param``): grouped leaves get
+      ``bool[group_shape]`` (``(1, out)`` for ``Neurons`` on a Dense kernel), the joined
+      bias of a kernel ``bool[out]`` (same groups), every other leaf scalar ``True``. Pure.
+
+    Raises:
+      ValueError: ``atol`` negative or not finite; ``structure`` or ``prunable`` as in
+        :func:`group_norms`.
     """
     atol = _check_scalar("atol", atol)
     layout = _layout(params, structure, prunable, include_bias)
@@ -252,7 +272,7 @@ def groups_to_mask(
             out.append(keep[layout.bias_of[i]].reshape(-1))
         else:
             out.append(jnp.ones((), bool))
-    return jax.tree.unflatten(jax.tree.structure(params), out)
+    return jax.tree.unflatten(_plain_structure(params), out)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -346,7 +366,7 @@ def proximal_group_lasso(
       learning_rate: float or optax schedule ``count -> lr``.
       lam: group strength λ ≥ 0.
       structure: the groups (see the module table).
-      prunable: which leaves carry groups (``None``: ``ndim >= 2``).
+      prunable: which leaves carry groups (``None``: float leaves with ``ndim >= 2``).
       include_bias: with ``Neurons``, biases join their units' groups.
       l1: L1 strength λ₁ ≥ 0 (sparse group lasso).
 
@@ -411,3 +431,144 @@ def proximal_group_lasso(
         )
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------------------------
+# choosing λ on a validation set
+# --------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LambdaSelection:
+    """What :func:`select_lambda` chose, with every candidate's evidence (fractions, not pp).
+
+    Attributes:
+      lam: the selected λ, or ``None`` when no candidate passes.
+      index: its position in the candidates as given (``None`` with ``lam``).
+      lams: the candidates, in the order given.
+      drops: validation accuracy of the reference minus the candidate's (negative: better).
+      standard_errors: the standard error of each drop, paired over the examples.
+      upper_bounds: ``drops + z · standard_errors``.
+      accepted: ``upper_bound <= tolerance`` (and, ``sequential``, every smaller λ too).
+      tolerance: the accuracy loss allowed.
+      z: the margin in standard errors.
+      num_examples: validation examples.
+    """
+
+    lam: float | None
+    index: int | None
+    lams: tuple[float, ...]
+    drops: tuple[float, ...]
+    standard_errors: tuple[float, ...]
+    upper_bounds: tuple[float, ...]
+    accepted: tuple[bool, ...]
+    tolerance: float
+    z: float
+    num_examples: int
+
+
+def _correctness(name: str, value: Any) -> np.ndarray:
+    arr = np.asarray(jax.device_get(value))
+    if arr.dtype != np.bool_ or arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D bool array (per-example correctness, e.g. "
+                         f"argmax(logits) == labels), got dtype {arr.dtype} and shape {arr.shape}")
+    return arr
+
+
+def select_lambda(
+    lams: Any,
+    correct: Any,
+    reference_correct: Any,
+    *,
+    tolerance: float = 0.01,
+    z: float = 1.645,
+    sequential: bool = False,
+) -> LambdaSelection:
+    """The largest λ whose validation accuracy loss is within ``tolerance``, with a noise margin.
+
+    "The largest λ within 1 pp of the dense model on validation" lets noise decide: on
+    ``n`` validation examples one candidate's accuracy moves by ``1/n`` per example, and
+    the strongest λ that looks fine is usually one that is lucky on this split. Here a
+    candidate passes only if its loss is within ``tolerance`` *with a margin of* ``z``
+    standard errors: with ``d_i = reference_correct_i − correct_i`` (in {−1, 0, 1}, both
+    models scored on the same examples), ``drop = mean(d)``, ``SE = std(d, ddof=1)/√n``
+    (the paired standard error, smaller than the unpaired one when the models agree on
+    most examples) and the test is ``drop + z·SE <= tolerance`` (``z = 1.645``: a one-sided
+    95 % upper confidence bound on the loss). The margin shrinks as ``1/√n``: with a
+    disagreement rate ``q`` (the fraction of examples where exactly one model is right),
+    ``z·SE ≈ z·√(q/n)``, so a margin of ``m`` needs ``n ≈ z²·q/m²`` validation examples
+    (``q = 4 %``, ``z = 1.645``, ``m = 0.5 pp``: about 4,300).
+
+    With ``sequential=True`` the candidates are tested in increasing λ and the first
+    failure stops the search (fixed-sequence testing: the chance that any accepted λ has a
+    true loss above ``tolerance`` stays at the one-sided level of ``z``, as in the
+    "Learn then Test" calibration of Angelopoulos et al. 2021); the default accepts every
+    λ whose own bound holds.
+
+    Args:
+      lams: the candidate strengths (finite, ``>= 0``, distinct; any order).
+      correct: per candidate, ``bool[n]`` per-example correctness on the validation set
+        (a sequence of arrays or a ``bool[len(lams), n]`` array).
+      reference_correct: ``bool[n]``, the reference (dense) model on the same examples.
+      tolerance: accuracy loss allowed, a fraction in ``[0, 1)`` (0.01 = 1 pp).
+      z: margin in standard errors, ``>= 0`` (0 gives the plain rule).
+      sequential: fixed-sequence testing in increasing λ.
+
+    Returns:
+      A :class:`LambdaSelection`.
+
+    Raises:
+      ValueError: empty or non-distinct ``lams``, a λ negative or not finite, a
+        correctness array that is not ``bool[n]`` with the reference's ``n >= 2``, one per
+        λ; ``tolerance`` outside ``[0, 1)``, ``z`` negative or not finite.
+
+    Example:
+      >>> ref = np.ones(1000, bool)
+      >>> cands = [ref, np.arange(1000) >= 5, np.arange(1000) >= 20]  # 0, 0.5, 2 pp worse
+      >>> select_lambda([0.01, 0.03, 0.1], cands, ref).lam  # 0.5 + 1.645 · 0.22 <= 1 pp
+      0.03
+
+    References:
+      Angelopoulos, Bates, Candès, Jordan & Lei (2021), Learn then Test: Calibrating
+      Predictive Algorithms to Achieve Risk Control (fixed-sequence testing).
+    """
+    lam_list = [_check_scalar(f"lams[{i}]", v) for i, v in enumerate(np.ravel(lams).tolist())]
+    if not lam_list:
+        raise ValueError("lams is empty: give at least one candidate λ")
+    if len(set(lam_list)) != len(lam_list):
+        raise ValueError(f"lams must be distinct, got {lam_list}")
+    tolerance = _check_scalar("tolerance", tolerance)
+    if tolerance >= 1:
+        raise ValueError(f"tolerance is a fraction of accuracy in [0, 1), got {tolerance!r}")
+    z = _check_scalar("z", z)
+    if not isinstance(sequential, bool):
+        raise TypeError(f"sequential must be a bool, got {sequential!r}")
+    ref = _correctness("reference_correct", reference_correct)
+    n = ref.shape[0]
+    if n < 2:
+        raise ValueError(f"reference_correct has {n} examples; a standard error needs >= 2")
+    rows = list(correct)
+    if len(rows) != len(lam_list):
+        raise ValueError(f"correct has {len(rows)} rows for {len(lam_list)} lams: one per λ")
+    drops, ses = [], []
+    for i, row in enumerate(rows):
+        c = _correctness(f"correct[{i}]", row)
+        if c.shape[0] != n:
+            raise ValueError(f"correct[{i}] has {c.shape[0]} examples, reference_correct {n}")
+        d = ref.astype(np.float64) - c.astype(np.float64)
+        drops.append(float(d.mean()))
+        ses.append(float(d.std(ddof=1) / math.sqrt(n)))
+    bounds = [d + z * se for d, se in zip(drops, ses, strict=True)]
+    passes = [b <= tolerance for b in bounds]
+    if sequential:
+        for i in sorted(range(len(lam_list)), key=lam_list.__getitem__):
+            if not passes[i]:
+                passes = [p and lam_list[j] < lam_list[i] for j, p in enumerate(passes)]
+                break
+    chosen = [i for i, ok in enumerate(passes) if ok]
+    index = max(chosen, key=lam_list.__getitem__) if chosen else None
+    return LambdaSelection(
+        lam=None if index is None else lam_list[index], index=index, lams=tuple(lam_list),
+        drops=tuple(drops), standard_errors=tuple(ses), upper_bounds=tuple(bounds),
+        accepted=tuple(passes), tolerance=tolerance, z=z, num_examples=n,
+    )

@@ -19,22 +19,19 @@ import pathlib  # noqa: E402
 import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
 
+from sparsejax.data import mnist10k_dir  # noqa: E402
+
 settings.register_profile("ci", max_examples=25, deadline=None, derandomize=True)
 settings.register_profile("dev", max_examples=50, deadline=None)
 # the dependency-floor job (.ci/floor) re-runs the core tests: fewer examples there
 settings.register_profile("floor", max_examples=8, deadline=None, derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared"
-
-
 @pytest.fixture(scope="session")
 def mnist_dir() -> pathlib.Path:
-    """The real MNIST test split that lies in ``../shared/data/mnist``."""
-    path = SHARED / "data" / "mnist"
-    if not (path / "t10k-images-idx3-ubyte.gz").exists():
-        pytest.fail(f"MNIST test split not found at {path}; ../shared must sit beside the repo")
-    return path
+    """The real MNIST test split shipped inside the package (MD5-checked): the tests need
+    nothing outside the repository."""
+    return mnist10k_dir()
 
 
 @pytest.fixture

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
+import importlib.resources
 import pathlib
 import pickle
 import random
@@ -416,9 +418,9 @@ def test_batches_errors_are_eager():
 def test_load_dataset(mnist_dir):
     with pytest.raises(ValueError, match="unknown data set 'mnist2'; known data sets: digits, mnist1d, mnist10k, mnist, fashion_mnist, cifar10"):
         data.load_dataset("mnist2")
-    with pytest.raises(ValueError, match="'mnist10k' is read from files: pass data_dir"):
-        data.load_dataset("mnist10k")
-    with pytest.raises(ValueError, match="'cifar10' has a fixed official train/test split"):
+    with pytest.raises(ValueError, match="'mnist' is read from files: pass data_dir"):
+        data.load_dataset("mnist")
+    with pytest.raises(ValueError, match="'cifar10' has a fixed train/test split"):
         data.load_dataset("cifar10", "/nonexistent", seed=1)
     ds = data.load_dataset("mnist10k", mnist_dir, seed=2, train_size=9000)
     ref = data.load_mnist_test_split(mnist_dir, train_size=9000, seed=2)
@@ -427,6 +429,111 @@ def test_load_dataset(mnist_dir):
     with pytest.raises(FileNotFoundError, match="train-images-idx3-ubyte"):
         data.load_dataset("fashion_mnist", mnist_dir)
     assert data.DATASETS == ("digits", "mnist1d", "mnist10k", "mnist", "fashion_mnist", "cifar10")
+
+
+# ----------------------------------------------------------------------------- shipped MNIST
+
+
+def test_mnist10k_ships_with_the_package_and_needs_no_path():
+    folder = data.mnist10k_dir()
+    assert folder.parent == pathlib.Path(data.__file__).parent
+    # the official files, byte for byte
+    for name, md5 in data.MNIST10K_MD5.items():
+        assert hashlib.md5((folder / name).read_bytes()).hexdigest() == md5
+    sums = dict(line.split()[::-1] for line in (folder / "MD5SUMS").read_text().splitlines())
+    assert sums == data.MNIST10K_MD5
+    assert "LeCun" in (folder / "README.md").read_text()  # the data set's attribution
+    ds = data.load_dataset("mnist10k")  # no data_dir
+    ref = data.load_mnist_test_split(folder)
+    assert (ds.num_train, ds.num_test, ds.input_shape) == (8000, 2000, (28, 28, 1))
+    np.testing.assert_array_equal(ds.x_train, ref.x_train)
+    np.testing.assert_array_equal(data.load_mnist10k(seed=3, train_size=5000).y_test,
+                                  data.load_mnist_test_split(folder, 5000, seed=3).y_test)
+    assert data.dataset_info("mnist10k").data_dir == "optional"
+
+
+def test_mnist10k_md5_mismatch_is_named(tmp_path, monkeypatch):
+    fake = tmp_path / "mnist_t10k"
+    fake.mkdir()
+    for name in data.MNIST10K_MD5:
+        (fake / name).write_bytes(b"not mnist")
+    monkeypatch.setattr(importlib.resources, "files", lambda pkg: tmp_path)
+    with pytest.raises(ValueError, match=r"t10k-images-idx3-ubyte.gz: MD5 [0-9a-f]{32}, expected 9fb6"):
+        data.load_mnist10k()
+
+
+def test_nothing_reads_outside_the_repository():
+    """A clone with nothing beside it runs everything: no code reads the folder of data
+    that once lay beside the repository."""
+    root = pathlib.Path(__file__).resolve().parents[1]
+    beside = ("../" + "shared", "/" + "shared/data")
+    offenders = [str(p.relative_to(root)) for folder in ("sparsejax", "tests", "experiments",
+                                                        "benchmarks", "notebooks", ".ci")
+                 for p in (root / folder).rglob("*") if p.is_file() and p.suffix in
+                 (".py", "", ".md", ".toml") and any(b in p.read_text(errors="ignore")
+                                                      for b in beside)]
+    assert offenders == []
+
+
+# ----------------------------------------------------------------------------- user data sets
+
+
+def _arrays(n_train=30, n_test=10, seed=0):
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n_train, 6)), rng.integers(0, 3, n_train),
+            rng.normal(size=(n_test, 6)), rng.integers(0, 3, n_test))
+
+
+def test_register_dataset_from_arrays_npz_and_callable(tmp_path):
+    x_tr, y_tr, x_te, y_te = _arrays()
+    try:
+        data.register_dataset("toy_arrays", (x_tr, y_tr, x_te, y_te), class_names="abc")
+        ds = data.load_dataset("toy_arrays")
+        assert (ds.num_train, ds.num_test, ds.input_shape, ds.num_classes) == (30, 10, (6,), 3)
+        assert ds.x_train.dtype == np.float32 and ds.class_names == ("a", "b", "c")
+        np.testing.assert_array_equal(ds.x_train, x_tr.astype(np.float32))
+        np.savez(tmp_path / "toy.npz", x_train=x_tr, y_train=y_tr, x_test=x_te, y_test=y_te)
+        data.register_dataset("toy_npz", tmp_path / "toy.npz")
+        np.testing.assert_array_equal(data.load_dataset("toy_npz").y_test, y_te)
+        calls = []
+
+        def make(seed=0, n=12):
+            calls.append((seed, n))
+            return dict(zip(("x_train", "y_train", "x_test", "y_test"), _arrays(n, 4, seed)))
+
+        data.register_dataset("toy_fn", make, num_classes=5)
+        ds = data.load_dataset("toy_fn", seed=7, n=20)
+        assert calls == [(7, 20)] and ds.num_train == 20 and ds.num_classes == 5
+        assert data.dataset_names()[-3:] == ("toy_arrays", "toy_npz", "toy_fn")
+        assert not data.dataset_info("toy_fn").builtin and data.dataset_info("toy_fn").takes_seed
+        with pytest.raises(ValueError, match="'toy_arrays' is already registered; pass overwrite"):
+            data.register_dataset("toy_arrays", (x_tr, y_tr, x_te, y_te))
+        with pytest.raises(ValueError, match="'toy_npz' has a fixed train/test split; seed=1"):
+            data.load_dataset("toy_npz", seed=1)
+    finally:
+        for name in ("toy_arrays", "toy_npz", "toy_fn"):
+            if name in data.dataset_names():
+                data.unregister_dataset(name)
+    assert "toy_fn" not in data.dataset_names()
+
+
+def test_register_dataset_errors(tmp_path):
+    x_tr, y_tr, x_te, y_te = _arrays()
+    with pytest.raises(ValueError, match="'digits' is a built-in data set"):
+        data.register_dataset("digits", (x_tr, y_tr, x_te, y_te), overwrite=True)
+    with pytest.raises(ValueError, match="name must be letters"):
+        data.register_dataset("my data", (x_tr, y_tr, x_te, y_te))
+    with pytest.raises(ValueError, match="the train split has 0 examples"):
+        data.register_dataset("empty", (x_tr[:0], y_tr[:0], x_te, y_te))
+    with pytest.raises(TypeError, match="y_train must hold integer labels, got float64"):
+        data.register_dataset("floaty", (x_tr, y_tr.astype(float), x_te, y_te))
+    with pytest.raises(ValueError, match="missing arrays"):
+        data.register_dataset("partial", {"x_train": x_tr})
+    with pytest.raises(ValueError, match="is not an .npz file"):
+        data.register_dataset("nofile", tmp_path / "missing.npz")
+    with pytest.raises(ValueError, match="built-in data set"):
+        data.unregister_dataset("mnist10k")
+    assert "empty" not in data.dataset_names()
 
 
 def test_dataset_validation():

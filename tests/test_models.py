@@ -300,7 +300,7 @@ def test_batchnorm_train_and_eval_modes_differ(case):
     model.train()
     train_out, new_state = apply_jit(*nnx.split(model), x)
     assert not np.allclose(np.asarray(train_out), np.asarray(eval_out), atol=1e-3)
-    new_stats = nnx.State({k: v for k, v in new_state.flat_state() if isinstance(v, nnx.BatchStat)})
+    new_stats = nnx.filter_state(new_state, nnx.BatchStat)
     assert not np.allclose(
         np.asarray(jax.tree.leaves(new_stats)[0]), np.asarray(jax.tree.leaves(stats)[0])
     )

@@ -53,6 +53,9 @@ EXPECTED = {
     ]),
     "03_sparsity_learning": (2, [
         r"λ=0.3 +test accuracy \d+\.\d\d%, hidden neurons removed [1-9]\d*\.\d%",
+        # λ chosen with a margin of 1 SE on the last 20 % of the 1,438 training digits
+        r"λ=0.3 +validation loss [+-]\d+\.\d\d ± \d+\.\d\d pp",
+        r"selected λ = (?:None|0\.3) on 287 validation images",
         r"layer widths \(64, 300, 100, 10\) -> \(64, \d+, \d+, 10\)",
         r"sparse VD: test accuracy \d+\.\d\d% \(dense \d+\.\d\d%\), compression \d+\.\dx",
     ]),
@@ -101,6 +104,34 @@ EXPECTED = {
         r"static L1 d=0\.5: k=\(13, 13, 13\), 9,490 MACs \(29\.9%\)",
         r"static L1 d=0\.75: k=\(19, 19, 19\), 19,000 MACs \(59\.8%\)",
         r"gathered +0\.25 +6/6/6 +2,815 +\d+\.\dµs",
+    ]),
+    "06_sparse_training": (1, [
+        # ERK at 90 % of the 50,200 kernel weights of LeNet-300-100 on digits: the small output
+        # layer keeps 632 of 1,000
+        r"ERK at 90%: 5,020 of 50,200 kernel weights kept",
+        r"\| layers/2/kernel \| \(100, 10\) \| 1,000 \| 632 \| 632 \| 36\.80% \|",
+        r"RigL: updates at steps \[0, 10, 20, 30\]\.\.\. until 40, drop fraction 0\.30 -> 0\.01",
+        r"static at 90%: test accuracy \d+\.\d\d%, 0 connections moved in 0 updates, 5,020 kept",
+        # SET: floor(0.3 a) of every layer (627 + 689 + 189 = 1,505) at each of 5 updates
+        r"SET at 90%: test accuracy \d+\.\d\d%, 7,525 connections moved in 5 updates, 5,020 kept",
+        # RigL: the cosine-decayed fraction at steps 0, 10, 20, 30, 40 (end 45)
+        r"RigL at 90%: test accuracy \d+\.\d\d%, 4,134 connections moved in 5 updates, 5,020 "
+        r"kept",
+    ]),
+    "07_post_training": (2, [
+        # 2 blocks of 32: 12·32² = 12,288 weights each in qkv, proj, fc1, fc2
+        r"24,576 weights in the blocks' linear layers",
+        r"block 0 fc1 at 50%, SparseGPT: 2,048 of 4,096 weights zero, relative output error "
+        r"0\.\d{4}",
+        r"\| dense +\| — +\| 0\.0000 +\| \d\.\d{3} +\| +\d+\.\d{3} \|",
+        *(rf"\| {m} +\| {t} +\| {s} +\| \d\.\d{{3}} +\|"
+          for m in ("magnitude", "wanda", "sparsegpt")
+          for t, s in (("50%", r"0\.5000"), ("2:4", r"0\.5000"))),
+        r"\| sparsegpt +\| 70% +\| 0\.7000 +\|",   # Wanda: round(0.7·32) = 22 per unit
+        r"2:4 check: every run of 4 inputs of every output unit keeps exactly 2 weights in "
+        r"all 8 pruned kernels: True",
+        r"SparseGPT 2:4: 12,288 of 24,576 weights pruned",
+        r"OWL block sparsities at 70%: 0\.\d{3}, 0\.\d{3} \(mean 0\.700\)",
     ]),
 }
 

@@ -1,9 +1,6 @@
-"""Group lasso: penalty values, proximal step closed form, masks, a tiny training run."""
+"""Group lasso: penalty values, proximal step closed form, masks, λ selection, a tiny training run."""
 
-import importlib.util
 import math
-import pathlib
-import sys
 
 import chex
 import jax
@@ -12,20 +9,23 @@ import numpy as np
 import optax
 import pytest
 from flax import nnx
+from hypothesis import given
+from hypothesis import strategies as st
 
 import sparsejax as sj
 from sparsejax.data import load_dataset
 from sparsejax.models import MLP
 from sparsejax.regularizers import (
+    LambdaSelection,
     group_lasso_penalty,
     group_norms,
     group_stats,
     groups_to_mask,
     proximal_group_lasso,
+    select_lambda,
 )
 from sparsejax.train import create_train_state, evaluate, train
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
 SQ3 = math.sqrt(3.0)
 
 
@@ -189,7 +189,7 @@ def test_tiny_training_run_removes_neurons():
     hidden = r"layers/[01]/kernel"
     lr = 3e-3
     tx = optax.chain(optax.adam(lr), proximal_group_lasso(lr, 0.4, prunable=hidden))
-    state = create_train_state(model, tx, key=0)
+    state = create_train_state(model, tx, key=0, plain_arrays=True)
     state, _ = train(state, data.x_train, data.y_train, batch_size=64, seed=0, steps=300,
                      progress=False)
     stats = group_stats(state.params, prunable=hidden)
@@ -202,39 +202,145 @@ def test_tiny_training_run_removes_neurons():
     assert evaluate(state, data.x_test, data.y_test)["accuracy"] > 0.9
 
 
-@pytest.mark.smoke
-def test_sparsity_learning_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "experiments_sparsity_learning", ROOT / "experiments" / "sparsity_learning.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["experiments_sparsity_learning"] = module
-    spec.loader.exec_module(module)
-    res = module.main(["--smoke", "true", "--out", str(tmp_path), "--ssl", "true",
-                       "--structured-vd", "true", "--finetune-steps", "10"])
-    (vd,) = res["sparse_vd"]
-    assert vd["model"] == "lenet300100" and vd["compression"] >= 1.0
-    # converting the VD model to the plain LeNet-300-100 keeps its eval accuracy
-    assert vd["test_accuracy"] == pytest.approx(vd["vd_eval_test_accuracy"], abs=1e-9)
-    assert len(res["group_lasso"]) == 2 and sum(r["selected"] for r in res["group_lasso"]) <= 1
-    for row in res["group_lasso"]:
-        assert row["neurons"] == 400 and 0 <= row["neurons_removed"] <= 400
-    # masked fine-tuning keeps every removed weight at zero
-    for row in (vd, *res["group_lasso"]):
-        assert row["finetune_steps"] == 10
-        assert row["finetuned_pruned_nonzero"] == 0
-        assert row["finetuned_compression"] >= row["compression"] * (1 - 1e-3)
-    for name in ("config.json", "results.json", "results.md", "group_lasso_tradeoff.png"):
-        assert (tmp_path / name).stat().st_size > 0
-    # Wen et al. SSL on LeNet-5 and structured VD: the shrunk models compute the trained ones
-    (ssl,) = res["ssl_lenet5"]
-    assert ssl["max_rel_logit_diff"] <= 1e-5
-    assert ssl["units_kept"]["conv2"] == ssl["filters_nonzero"]["conv2"]
-    assert ssl["units_kept"]["conv1"] <= min(ssl["filters_nonzero"]["conv1"],
-                                             ssl["conv2_channels_nonzero"])
-    assert ssl["channels_in"]["conv2"] == ssl["units_kept"]["conv1"]
-    assert [r["model"] for r in res["structured_vd"]] == ["lenet300100", "lenet5"]
-    for row in res["structured_vd"]:
-        assert row["max_rel_logit_diff"] <= 1e-5
-        # converting and shrinking keep the VD model's eval predictions
-        assert row["test_accuracy"] == pytest.approx(row["vd_eval_test_accuracy"], abs=1e-9)
-    assert "Wen et al. 2016" in (tmp_path / "results.md").read_text()
+def _variables(tree):
+    return [x for x in jax.tree.leaves(tree, is_leaf=lambda v: isinstance(v, nnx.Variable))
+            if isinstance(x, nnx.Variable)]
+
+
+def test_masks_and_norms_of_an_nnx_state_are_plain_arrays():
+    model = MLP((6, 4, 3), rngs=nnx.Rngs(0))
+    model.layers[0].kernel.set_value(model.layers[0].kernel[...].at[:, 1].set(0.0))
+    model.layers[0].bias.set_value(jnp.zeros(4))
+    params = nnx.state(model, nnx.Param)  # nnx.Param leaves
+    assert len(_variables(params)) == 4
+    pure = nnx.as_pure(params)
+    mask = groups_to_mask(params, prunable=r"layers/0/kernel")
+    norms = group_norms(params, prunable=r"layers/0/kernel")
+    for tree in (mask, norms):
+        assert _variables(tree) == []  # never an nnx.Param (nor any other Variable)
+        assert jax.tree.structure(tree) == jax.tree.structure(pure)
+    np.testing.assert_array_equal(mask["layers"][0]["kernel"], [[True, False, True, True]])
+    np.testing.assert_array_equal(mask["layers"][0]["bias"], [True, False, True, True])
+    chex.assert_trees_all_equal(mask, groups_to_mask(pure, prunable=r"layers/0/kernel"))
+    chex.assert_trees_all_equal(sj.apply_mask(pure, mask), pure)
+    jitted = jax.jit(lambda q: groups_to_mask(q, prunable=r"layers/0/kernel"))(params)
+    assert _variables(jitted) == []
+    chex.assert_trees_all_equal(jitted, mask)
+
+
+# ---------------------------------------------------------------------------------------------
+# λ selection with a margin of standard errors
+# ---------------------------------------------------------------------------------------------
+
+
+def _reference(n, wrong=30):
+    """Reference correctness: the last ``wrong`` of ``n`` examples wrong."""
+    return np.arange(n) < n - wrong
+
+
+def _candidate(ref, only_ref, only_cand):
+    """Wrong on the first ``only_ref`` examples (the reference is right there), right on the
+    first ``only_cand`` examples that the reference gets wrong; elsewhere as the reference."""
+    cand = ref.copy()
+    cand[:only_ref] = False
+    wrong = np.flatnonzero(~ref)
+    cand[wrong[:only_cand]] = True
+    return cand
+
+
+def _paired_se(n, b, c):
+    # d_i = ref_i − cand_i has b ones and c minus ones: var(ddof=1) = (b + c − (b − c)²/n)/(n − 1)
+    return math.sqrt((b + c - (b - c) ** 2 / n) / (n - 1) / n)
+
+
+def test_select_lambda_closed_form():
+    n = 800
+    ref = _reference(n)
+    c1 = _candidate(ref, 4, 2)   # drop (4 − 2)/800 = 0.25 pp
+    c2 = _candidate(ref, 10, 1)  # 1.125 pp
+    c3 = _candidate(ref, 7, 1)   # 0.75 pp
+    sel = select_lambda([0.03, 0.1, 0.05], [c1, c2, c3], ref, tolerance=0.01, z=1.0)
+    assert isinstance(sel, LambdaSelection)
+    assert sel.drops == pytest.approx([2 / n, 9 / n, 6 / n], abs=1e-15)
+    assert sel.standard_errors == pytest.approx(
+        [_paired_se(n, 4, 2), _paired_se(n, 10, 1), _paired_se(n, 7, 1)], rel=1e-12)
+    assert sel.upper_bounds == pytest.approx(
+        [d + se for d, se in zip(sel.drops, sel.standard_errors, strict=True)], rel=1e-12)
+    # 0.75 pp + 1 SE (0.35 pp) = 1.10 pp > 1 pp: only λ = 0.03 passes at z = 1
+    assert sel.accepted == (True, False, False) and (sel.lam, sel.index) == (0.03, 0)
+    assert (sel.tolerance, sel.z, sel.num_examples) == (0.01, 1.0, n)
+    # z = 0 is the plain rule "largest λ within 1 pp": 0.05 (0.75 pp), not 0.1 (1.125 pp)
+    plain = select_lambda([0.03, 0.1, 0.05], [c1, c2, c3], ref, z=0.0)
+    assert (plain.lam, plain.accepted) == (0.05, (True, False, True))
+    # 4× the examples with the same rates: the SE halves and 0.05 passes at z = 1
+    big = select_lambda([0.03, 0.05], [np.tile(c1, 4), np.tile(c3, 4)], np.tile(ref, 4), z=1.0)
+    assert big.lam == 0.05
+    assert big.standard_errors[1] == pytest.approx(_paired_se(4 * n, 28, 4), rel=1e-12)
+    # a 2-D array of rows is the same as a list of rows
+    assert select_lambda([0.03, 0.1, 0.05], np.stack([c1, c2, c3]), ref, z=1.0) == sel
+
+
+def test_select_lambda_sequential_stops_at_the_first_failure():
+    ref = _reference(1000)
+    good, bad = _candidate(ref, 1, 0), _candidate(ref, 30, 0)
+    lams = [0.1, 0.01, 0.05, 0.2]
+    rows = [good, good, bad, good]  # 0.05 fails, 0.1 and 0.2 pass (noise)
+    free = select_lambda(lams, rows, ref)
+    assert free.lam == 0.2 and free.accepted == (True, True, False, True)
+    seq = select_lambda(lams, rows, ref, sequential=True)
+    assert seq.lam == 0.01 and seq.accepted == (False, True, False, False)
+    none = select_lambda([0.05, 0.1], [bad, bad], ref, sequential=True)
+    assert none.lam is None and none.index is None and none.accepted == (False, False)
+
+
+def test_select_lambda_bad_inputs():
+    ref = _reference(10, wrong=2)
+    cand = _candidate(ref, 1, 0)
+    with pytest.raises(ValueError, match="lams is empty"):
+        select_lambda([], [], ref)
+    with pytest.raises(ValueError, match="distinct"):
+        select_lambda([0.1, 0.1], [cand, cand], ref)
+    with pytest.raises(ValueError, match=r"lams\[1\]"):
+        select_lambda([0.1, -0.2], [cand, cand], ref)
+    with pytest.raises(ValueError, match="one per λ"):
+        select_lambda([0.1, 0.2], [cand], ref)
+    with pytest.raises(ValueError, match=r"correct\[0\] has 9 examples, reference_correct 10"):
+        select_lambda([0.1], [cand[:9]], ref)
+    with pytest.raises(ValueError, match=r"correct\[0\] must be a 1-D bool array.*float"):
+        select_lambda([0.1], [cand.astype(float)], ref)
+    with pytest.raises(ValueError, match="reference_correct must be a 1-D bool"):
+        select_lambda([0.1], [cand], ref[None])
+    with pytest.raises(ValueError, match=">= 2"):
+        select_lambda([0.1], [cand[:1]], ref[:1])
+    with pytest.raises(ValueError, match="tolerance"):
+        select_lambda([0.1], [cand], ref, tolerance=1.5)
+    with pytest.raises(ValueError, match="z must be"):
+        select_lambda([0.1], [cand], ref, z=-1.0)
+    with pytest.raises(TypeError, match="sequential"):
+        select_lambda([0.1], [cand], ref, sequential=1)
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 40), st.integers(0, 40)), min_size=1, max_size=6),
+    st.floats(0.0, 3.0), st.floats(0.0, 3.0), st.floats(0.0, 0.05), st.permutations(range(6)),
+)
+def test_select_lambda_invariants(counts, z_lo, z_extra, tolerance, order):
+    ref = _reference(500, wrong=40)
+    rows = [_candidate(ref, b, c) for b, c in counts]
+    lams = [0.01 * (i + 1) for i in range(len(rows))]
+    lo = select_lambda(lams, rows, ref, tolerance=tolerance, z=z_lo)
+    hi = select_lambda(lams, rows, ref, tolerance=tolerance, z=z_lo + z_extra)
+    for sel in (lo, hi):
+        if sel.lam is not None:  # the selected λ meets its own bound, and is the largest that does
+            assert sel.upper_bounds[sel.index] <= tolerance
+            assert sel.lam == max(lam for lam, ok in zip(lams, sel.accepted, strict=True) if ok)
+    # a wider margin never selects a larger λ
+    assert hi.lam is None or (lo.lam is not None and hi.lam <= lo.lam)
+    # the order of the candidates does not matter
+    perm = [i for i in order if i < len(rows)]
+    shuffled = select_lambda([lams[i] for i in perm], [rows[i] for i in perm], ref,
+                             tolerance=tolerance, z=z_lo)
+    assert shuffled.lam == lo.lam
+    # sequential testing never selects more than the free rule
+    seq = select_lambda(lams, rows, ref, tolerance=tolerance, z=z_lo, sequential=True)
+    assert seq.lam is None or (lo.lam is not None and seq.lam <= lo.lam)

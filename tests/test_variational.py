@@ -1,4 +1,4 @@
-"""Sparse variational dropout: KL values, thresholding, layers jitted/vmapped, conversion."""
+"""Sparse variational dropout: KL values, thresholding, keyed layers, warm start, conversion."""
 
 import math
 
@@ -18,10 +18,12 @@ from sparsejax.variational import (
     K1,
     K2,
     K3,
+    WARM_START_LOG_SIGMA2,
     VDConv,
     VDLeNet5,
     VDLeNet300100,
     VDLinear,
+    from_dense,
     kl_divergence,
     kl_penalty,
     kl_warmup,
@@ -29,6 +31,7 @@ from sparsejax.variational import (
     make_vd_train_step,
     model_kl,
     neg_kl_approx,
+    noisy_forward,
     to_plain,
 )
 
@@ -98,26 +101,39 @@ def test_threshold_mask_and_deterministic_output():
 
 
 def test_local_reparameterization_moments():
-    layer = VDLinear(2, 1, rngs=nnx.Rngs(params=0, dropout=1))
+    layer = VDLinear(2, 1, rngs=nnx.Rngs(0))
     layer.kernel.set_value(jnp.array([[1.0], [-2.0]]))
     layer.log_sigma2.set_value(jnp.log(jnp.array([[0.25], [1.0]])))  # σ² = (0.25, 1)
     layer.bias.set_value(jnp.array([0.5]))
     x = jnp.broadcast_to(jnp.array([2.0, 1.0]), (20_000, 2))
-    y = layer(x)[:, 0]
+    y = layer(x, key=jax.random.key(1))[:, 0]
     # mean x·θ + b = 2 − 2 + 0.5; variance x²·σ² = 4·0.25 + 1·1 = 2
     assert float(jnp.mean(y)) == pytest.approx(0.5, abs=0.03)
     assert float(jnp.var(y)) == pytest.approx(2.0, rel=0.05)
 
 
+def test_training_mode_needs_a_key_and_holds_no_rng_state():
+    layer = VDLinear(3, 2, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"VDLinear in training mode draws its noise from a PRNG "
+                                         r"key: call it as layer\(x, key=.*noisy_forward"):
+        layer(jnp.ones((1, 3)))
+    with pytest.raises(ValueError, match="VDLeNet300100|VDLinear in training mode"):
+        VDLeNet300100(16, 3, rngs=nnx.Rngs(0))(jnp.ones((1, 16)))
+    _, params = nnx.split(layer, nnx.Param)  # parameters only: the two-way split is exhaustive
+    assert sorted(k[0] for k, _ in nnx.to_flat_state(params)) == ["bias", "kernel", "log_sigma2"]
+    key = jax.random.key(4)
+    np.testing.assert_array_equal(layer(jnp.ones((1, 3)), key=key), layer(jnp.ones((1, 3)), key=key))
+    layer.eval()  # deterministic: the key is not needed, and ignored
+    np.testing.assert_array_equal(layer(jnp.ones((1, 3))), layer(jnp.ones((1, 3)), key=key))
+
+
 def test_layers_jit_and_vmap_over_keys():
-    layer = VDConv(2, 3, (3, 3), padding="SAME", rngs=nnx.Rngs(params=0, dropout=1))
-    graphdef, state = nnx.split(layer)
+    layer = VDConv(2, 3, (3, 3), padding="SAME", rngs=nnx.Rngs(0))
+    graphdef, state = nnx.split(layer, nnx.Param)
     x = jax.random.normal(jax.random.key(2), (2, 5, 5, 2))
 
     def forward(key, state):
-        model = nnx.merge(graphdef, state, copy=True)
-        nnx.reseed(model, dropout=key)
-        return model(x)
+        return nnx.merge(graphdef, state)(x, key=key)
 
     keys = jax.random.split(jax.random.key(3), 4)
     batched = jax.vmap(forward, in_axes=(0, None))(keys, state)
@@ -209,15 +225,16 @@ def test_vd_train_step_jit_matches_eager_and_uses_kl():
     state = create_train_state(model, optax.sgd(0.1), key=0)
     x = jax.random.normal(jax.random.key(1), (8, 16))
     y = jnp.arange(8, dtype=jnp.int32) % 3
-    step_eager = make_train_step(penalty=kl_penalty(100, kl_warmup(10, begin=0)), jit=False)
-    step_jit = make_train_step(penalty=kl_penalty(100, kl_warmup(10, begin=0)))
+    penalty = kl_penalty(100, kl_warmup(10, begin=0))
+    step_eager = make_train_step(forward=noisy_forward, penalty=penalty, jit=False)
+    step_jit = make_train_step(forward=noisy_forward, penalty=penalty)
     s1, m1 = step_eager(state, (x, y))
     s2, _ = step_jit(state, (x, y))
     chex.assert_trees_all_close(s1.params, s2.params, rtol=1e-5, atol=1e-6)
     assert float(m1["kl_weight"]) == 0.0 and float(m1["loss"]) == pytest.approx(float(m1["data_loss"]))
     assert float(m1["kl"]) == pytest.approx(float(model_kl(model)), rel=1e-6)
     # β = 1: the objective adds KL / N
-    s3, m3 = make_train_step(penalty=kl_penalty(100, 1.0))(s2, (x, y))
+    s3, m3 = make_train_step(forward=noisy_forward, penalty=kl_penalty(100, 1.0))(s2, (x, y))
     assert float(m3["loss"]) == pytest.approx(float(m3["data_loss"]) + float(m3["kl"]) / 100, rel=1e-5)
     assert int(s3.step) == 2
 
@@ -229,7 +246,7 @@ def test_make_vd_train_step_is_a_deprecated_alias():
     y = jnp.arange(8, dtype=jnp.int32) % 3
     with pytest.warns(DeprecationWarning, match="kl_penalty"):
         old = make_vd_train_step(100, kl_warmup(10, begin=0))
-    new = make_train_step(penalty=kl_penalty(100, kl_warmup(10, begin=0)))
+    new = make_train_step(forward=noisy_forward, penalty=kl_penalty(100, kl_warmup(10, begin=0)))
     for _ in range(2):
         s_old, m_old = old(state, (x, y))
         s_new, m_new = new(state, (x, y))
@@ -239,3 +256,125 @@ def test_make_vd_train_step_is_a_deprecated_alias():
         state = s_new
     with pytest.raises(ValueError, match="num_examples"):
         make_vd_train_step(0)
+
+
+def test_training_step_without_the_noisy_forward_is_a_clear_error():
+    state = create_train_state(VDLeNet300100(16, 3, rngs=nnx.Rngs(0)), optax.sgd(0.1), key=0)
+    step = make_train_step(penalty=kl_penalty(100), jit=False)
+    with pytest.raises(ValueError, match="forward=sparsejax.variational.noisy_forward"):
+        step(state, (jnp.ones((2, 16)), jnp.zeros(2, jnp.int32)))
+
+
+# ---------------------------------------------------------------------------------------------
+# masks are plain arrays, never nnx.Param
+# ---------------------------------------------------------------------------------------------
+
+
+def _variables(tree):
+    return [x for x in jax.tree.leaves(tree, is_leaf=lambda v: isinstance(v, nnx.Variable))
+            if isinstance(x, nnx.Variable)]
+
+
+def test_to_plain_gives_plain_arrays_and_a_masked_finetune_keeps_zeros():
+    vd = VDLeNet300100(64, 10, rngs=nnx.Rngs(0))
+    for layer in vd.layers:  # log α = −8 everywhere: nothing removed ...
+        layer.log_sigma2.set_value(jnp.full(layer.log_sigma2.shape, -40.0))
+    layer = vd.layers[0]  # ... but the first 32 input rows of the first layer
+    layer.log_sigma2.set_value(layer.log_sigma2.get_value().at[:32].set(8.0))
+    plain = LeNet300100(64, 10, rngs=nnx.Rngs(1))
+    params, mask = to_plain(vd, plain)
+    assert _variables(params) == [] and _variables(mask) == []
+    reference = nnx.as_pure(nnx.state(plain, nnx.Param))
+    assert jax.tree.structure(params) == jax.tree.structure(reference)
+    assert jax.tree.structure(mask) == jax.tree.structure(reference)
+    assert mask["layers"][0]["kernel"].dtype == jnp.bool_
+    assert int(jnp.sum(~mask["layers"][0]["kernel"])) == 32 * 300
+    # a masked fine-tune on the plain-array train state: removed weights stay exactly 0
+    nnx.update(plain, params)
+    state = create_train_state(plain, sj.keep_sparse(optax.adam(1e-2), mask), key=0,
+                               plain_arrays=True)
+    step = make_train_step()
+    x = jax.random.normal(jax.random.key(2), (16, 64))
+    y = jnp.arange(16, dtype=jnp.int32) % 10
+    for _ in range(3):
+        state, _ = step(state, (x, y))
+    kernel = state.params["layers"][0]["kernel"]
+    assert float(jnp.max(jnp.abs(kernel[:32]))) == 0.0
+    assert bool(jnp.all(kernel[32:] != params["layers"][0]["kernel"][32:]))  # trained
+    assert int(sj.count_kept(mask, state.params, prunable="kernel")) == (
+        64 * 300 - 32 * 300 + 300 * 100 + 100 * 10)
+
+
+# ---------------------------------------------------------------------------------------------
+# warm start from a dense model
+# ---------------------------------------------------------------------------------------------
+
+
+def _pairs(structured):
+    return [
+        (VDLeNet300100(64, 10, structured=structured, rngs=nnx.Rngs(0)),
+         LeNet300100(64, 10, rngs=nnx.Rngs(1)), (5, 8, 8, 1)),
+        (VDLeNet5((8, 8, 1), 10, padding="SAME", structured=structured, rngs=nnx.Rngs(0)),
+         LeNet5((8, 8, 1), 10, padding="SAME", rngs=nnx.Rngs(1)), (3, 8, 8, 1)),
+    ]
+
+
+@pytest.mark.parametrize("structured", [False, True])
+def test_from_dense_equals_the_dense_model_as_log_sigma2_goes_to_minus_infinity(structured):
+    for vd, dense, shape in _pairs(structured):
+        before = jax.tree.map(np.asarray, nnx.state(vd, nnx.Param))
+        x = jax.random.normal(jax.random.key(3), shape)
+        for ls2 in (-30.0, -1e4):
+            warm = from_dense(vd, dense, log_sigma2=ls2)
+            for path, layer in [(p, m) for p, m in nnx.iter_graph(warm) if hasattr(m, "log_sigma2")]:
+                src = dense
+                for k in path:
+                    src = src[k] if isinstance(k, int) else getattr(src, k)
+                np.testing.assert_array_equal(layer.kernel[...], src.kernel[...])
+                np.testing.assert_array_equal(layer.bias[...], src.bias[...])
+                assert bool(jnp.all(layer.log_sigma2[...] == ls2))
+                assert bool(jnp.all(layer.log_alpha() == -8.0))  # the clip: far below 3
+                if layer.structured:
+                    assert bool(jnp.all(layer.scale[...] == 1.0))
+            warm.eval()
+            np.testing.assert_allclose(warm(x), dense(x), rtol=1e-6, atol=1e-6)
+        # the inputs are not modified
+        chex.assert_trees_all_equal(jax.tree.map(np.asarray, nnx.state(vd, nnx.Param)), before)
+
+
+def test_from_dense_training_noise_closed_form():
+    dense = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
+    warm = from_dense(VDLinear(3, 2, rngs=nnx.Rngs(1)), dense, log_sigma2=-40.0)
+    x = jnp.array([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]])
+    key = jax.random.key(7)
+    theta = dense.kernel[...]
+    # log α = −8 (clipped): y = x θ + b + √(x²·e⁻⁸·θ² + 1e-8) · ε, ε from the same key
+    var = jnp.square(x) @ (math.exp(-8.0) * jnp.square(theta))
+    eps = jax.random.normal(key, (2, 2))
+    np.testing.assert_allclose(warm(x, key=key), dense(x) + jnp.sqrt(var + 1e-8) * eps,
+                               rtol=1e-5, atol=1e-6)
+
+
+def test_from_dense_default_is_the_papers_log_sigma2():
+    vd, dense, _ = _pairs(False)[0]
+    warm = from_dense(vd, dense)
+    assert WARM_START_LOG_SIGMA2 == -10.0
+    for layer, src in zip(warm.layers, dense.layers, strict=True):
+        assert bool(jnp.all(layer.log_sigma2[...] == -10.0))
+        theta = src.kernel[...]
+        expected = jnp.clip(-10.0 - jnp.log(jnp.square(theta) + 1e-8), -8.0, 8.0) < 3.0
+        np.testing.assert_array_equal(layer.keep(), expected)
+
+
+def test_from_dense_errors_name_the_problem():
+    vd = VDLeNet300100(64, 10, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match=r"parameter 'layers/0/kernel': dense_model has shape "
+                                         r"\(784, 300\), vd_model \(64, 300\)"):
+        from_dense(vd, LeNet300100(rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="have no counterpart in dense_model"):
+        from_dense(vd, LeNet5((8, 8, 1), 10, padding="SAME", rngs=nnx.Rngs(0)))
+    with pytest.raises(ValueError, match="has no VD layer"):
+        from_dense(LeNet300100(64, 10, rngs=nnx.Rngs(0)), LeNet300100(64, 10, rngs=nnx.Rngs(0)))
+    for bad in (float("nan"), float("-inf"), True, "−10"):
+        with pytest.raises(ValueError, match="log_sigma2 must be a finite float"):
+            from_dense(vd, LeNet300100(64, 10, rngs=nnx.Rngs(0)), log_sigma2=bad)

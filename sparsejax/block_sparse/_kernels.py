@@ -11,15 +11,15 @@ stored as its kept ``bk × bn`` blocks (layout: :mod:`~sparsejax.block_sparse._m
 Each has two backends: ``"pallas"`` (``jax.experimental.pallas``; on NVIDIA GPUs
 ``pallas_call`` lowers through Triton; ``interpret=True`` runs the same kernel on any
 backend, which is how the CPU tests exercise it) and ``"reference"`` (gather +
-``einsum`` + scatter-add in plain ``jnp``, the default off GPU). Accumulation is
-float32 in both; results are cast to the input dtype. Launch settings:
+``einsum`` + scatter-add in plain ``jnp``, the default off GPU). The default backend
+is chosen for the platform the program is *lowered* for (``sparsejax._platform``), so
+a program exported for a TPU holds the reference even when traced on a GPU host.
+Accumulation is float32 in both; results are cast to the input dtype. Launch settings:
 :mod:`~sparsejax.block_sparse._launch`. Pallas is imported only when a kernel launches.
 
-TPU: the same grid/loop design maps to Mosaic TPU with the index arrays passed
-by scalar prefetch (``PrefetchScalarGridSpec``) and the ``x`` / ``data``
-slices brought in by data-dependent ``BlockSpec`` index maps; that variant is
-**not implemented or tested** here — on TPU use ``backend="reference"`` (or
-``interpret=True`` for debugging). All functions are pure and jit-compatible (the
+TPU: the reference (XLA gather + batched dot + scatter-add) **is** the TPU path; a
+Mosaic TPU variant (index arrays by scalar prefetch, data-dependent ``BlockSpec``
+index maps) is not implemented. All functions are pure and jit-compatible (the
 index arrays may be traced; the shapes and block sizes are static).
 
 References:
@@ -38,7 +38,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from sparsejax._gpu_kernels import triton_compiler_params
-from sparsejax._platform import target_platform
+from sparsejax._platform import by_platform, target_platform
 from sparsejax.block_sparse._launch import KernelConfig, Launch, check_pallas_block, choose_launch
 
 __all__ = ["sddmm", "spmm", "spmm_t"]
@@ -189,16 +189,23 @@ def _pallas_sddmm(
     return out.reshape(nnzb, bk, bn)
 
 
-def _dot(a: jax.Array, b: jax.Array, spec: str, cfg: KernelConfig) -> jax.Array:
+def _dot(a: jax.Array, b: jax.Array, spec: str, cfg: KernelConfig, upcast: bool) -> jax.Array:
     """Reference block products, float32 accumulation.
 
     XLA:CPU has no ``bf16 × bf16 → f32`` dot for every layout the gradients
-    produce, so on CPU half-precision operands are upcast first (exact: a
-    product of two bf16/f16 numbers is representable in float32).
+    produce, so on CPU half-precision operands are upcast first (``upcast``; exact:
+    a product of two bf16/f16 numbers is representable in float32).
     """
-    if target_platform() == "cpu" and jnp.dtype(a.dtype).itemsize < 4:
+    if upcast:
         a, b = a.astype(jnp.float32), b.astype(jnp.float32)
     return jnp.einsum(spec, a, b, precision=cfg.precision, preferred_element_type=jnp.float32)
+
+
+def _choice(cfg: KernelConfig, block: tuple[int, int], dtype: Any) -> tuple[str, bool]:
+    """``(backend, upcast)`` on the target platform: :meth:`KernelConfig.resolved_backend`,
+    and whether the reference upcasts half-precision operands (XLA:CPU)."""
+    upcast = target_platform() == "cpu" and jnp.dtype(dtype).itemsize < 4
+    return cfg.resolved_backend(block), upcast
 
 
 def _order(order: jax.Array | None, n: int, cfg: KernelConfig) -> jax.Array:
@@ -247,17 +254,24 @@ def spmm(
     nbc = col_ptr.shape[0] - 1
     if nnzb == 0:
         return jnp.zeros((m, nbc * bn), x.dtype)
-    if cfg.resolved_backend() == "pallas":
-        check_pallas_block((bk, bn))
-        launch = _launch(cfg, "fwd", m, (bk, bn), x.dtype, blocks_per_program=nnzb / nbc)
-        return _pallas_spmm(
-            x, data, rows, None, col_ptr, _order(col_order, nbc, cfg), bk_in=bk, bn_out=bn,
-            transpose=False, launch=launch, cfg=cfg,
-        )
-    xg = x.reshape(m, -1, bk)[:, rows, :]  # (M, nnzb, bk)
-    contrib = _dot(xg, data, "mtk,tkn->tmn", cfg)  # (nnzb, M, bn)
-    out = jnp.zeros((nbc, m, bn), jnp.float32).at[cols].add(contrib)
-    return out.transpose(1, 0, 2).reshape(m, nbc * bn).astype(x.dtype)
+
+    def run(choice, x, data, rows, cols, col_ptr, col_order):
+        backend, upcast = choice
+        if backend == "pallas":
+            check_pallas_block((bk, bn))
+            launch = _launch(cfg, "fwd", m, (bk, bn), x.dtype, blocks_per_program=nnzb / nbc)
+            return _pallas_spmm(
+                x, data, rows, None, col_ptr, _order(col_order, nbc, cfg), bk_in=bk,
+                bn_out=bn, transpose=False, launch=launch, cfg=cfg,
+            )
+        xg = x.reshape(m, -1, bk)[:, rows, :]  # (M, nnzb, bk)
+        contrib = _dot(xg, data, "mtk,tkn->tmn", cfg, upcast)  # (nnzb, M, bn)
+        out = jnp.zeros((nbc, m, bn), jnp.float32).at[cols].add(contrib)
+        return out.transpose(1, 0, 2).reshape(m, nbc * bn).astype(x.dtype)
+
+    return by_platform(
+        lambda: _choice(cfg, (bk, bn), x.dtype), run, x, data, rows, cols, col_ptr, col_order
+    )
 
 
 def spmm_t(
@@ -289,17 +303,25 @@ def spmm_t(
     nbr = row_ptr.shape[0] - 1
     if nnzb == 0:
         return jnp.zeros((m, nbr * bk), dy.dtype)
-    if cfg.resolved_backend() == "pallas":
-        check_pallas_block((bk, bn))
-        launch = _launch(cfg, "dx", m, (bk, bn), dy.dtype, blocks_per_program=nnzb / nbr)
-        return _pallas_spmm(
-            dy, data, t_cols, t_blocks, row_ptr, _order(row_order, nbr, cfg), bk_in=bn,
-            bn_out=bk, transpose=True, launch=launch, cfg=cfg,
-        )
-    dyg = dy.reshape(m, -1, bn)[:, cols, :]  # (M, nnzb, bn)
-    contrib = _dot(dyg, data, "mtn,tkn->tmk", cfg)  # (nnzb, M, bk)
-    out = jnp.zeros((nbr, m, bk), jnp.float32).at[rows].add(contrib)
-    return out.transpose(1, 0, 2).reshape(m, nbr * bk).astype(dy.dtype)
+
+    def run(choice, dy, data, rows, cols, row_ptr, t_cols, t_blocks, row_order):
+        backend, upcast = choice
+        if backend == "pallas":
+            check_pallas_block((bk, bn))
+            launch = _launch(cfg, "dx", m, (bk, bn), dy.dtype, blocks_per_program=nnzb / nbr)
+            return _pallas_spmm(
+                dy, data, t_cols, t_blocks, row_ptr, _order(row_order, nbr, cfg), bk_in=bn,
+                bn_out=bk, transpose=True, launch=launch, cfg=cfg,
+            )
+        dyg = dy.reshape(m, -1, bn)[:, cols, :]  # (M, nnzb, bn)
+        contrib = _dot(dyg, data, "mtn,tkn->tmk", cfg, upcast)  # (nnzb, M, bk)
+        out = jnp.zeros((nbr, m, bk), jnp.float32).at[rows].add(contrib)
+        return out.transpose(1, 0, 2).reshape(m, nbr * bk).astype(dy.dtype)
+
+    return by_platform(
+        lambda: _choice(cfg, (bk, bn), dy.dtype),
+        run, dy, data, rows, cols, row_ptr, t_cols, t_blocks, row_order,
+    )
 
 
 def sddmm(
@@ -324,13 +346,18 @@ def sddmm(
     nnzb = rows.shape[0]
     if nnzb == 0:
         return jnp.zeros((0, bk, bn), out_dtype)
-    if cfg.resolved_backend() == "pallas":
-        check_pallas_block((bk, bn))
-        launch = _launch(cfg, "ddata", x.shape[0], (bk, bn), x.dtype, out_dtype)
-        return _pallas_sddmm(
-            x, dy, rows, cols, bk=bk, bn=bn, out_dtype=out_dtype, launch=launch, cfg=cfg
-        )
-    m = x.shape[0]
-    xg = x.reshape(m, -1, bk)[:, rows, :]
-    dyg = dy.reshape(m, -1, bn)[:, cols, :]
-    return _dot(xg, dyg, "mtk,mtn->tkn", cfg).astype(out_dtype)
+
+    def run(choice, x, dy, rows, cols):
+        backend, upcast = choice
+        if backend == "pallas":
+            check_pallas_block((bk, bn))
+            launch = _launch(cfg, "ddata", x.shape[0], (bk, bn), x.dtype, out_dtype)
+            return _pallas_sddmm(
+                x, dy, rows, cols, bk=bk, bn=bn, out_dtype=out_dtype, launch=launch, cfg=cfg
+            )
+        m = x.shape[0]
+        xg = x.reshape(m, -1, bk)[:, rows, :]
+        dyg = dy.reshape(m, -1, bn)[:, cols, :]
+        return _dot(xg, dyg, "mtk,mtn->tkn", cfg, upcast).astype(out_dtype)
+
+    return by_platform(lambda: _choice(cfg, (bk, bn), x.dtype), run, x, dy, rows, cols)

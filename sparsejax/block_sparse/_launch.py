@@ -30,6 +30,7 @@ import jax
 from jax import lax
 
 from sparsejax._gpu_kernels import default_backend
+from sparsejax._platform import host_platform
 
 __all__ = [
     "BACKENDS",
@@ -186,11 +187,30 @@ class KernelConfig:
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"smem_limit must be a positive int (bytes) or None, got {v!r}")
 
-    def resolved_backend(self) -> str:
-        """The backend actually used (``backend`` or :func:`default_backend`)."""
+    def resolved_backend(self, block: tuple[int, int] | None = None) -> str:
+        """The backend used on the target platform (``sparsejax._platform.target_platform``).
+
+        ``backend`` where set, ``"pallas"`` with ``interpret``, else
+        :func:`default_backend` of the target platform: the Triton kernels on a GPU,
+        the XLA reference on CPU and TPU (Pallas is never chosen for a TPU). The kernels
+        resolve it per lowering platform (a program exported for a TPU from a GPU host
+        gets the reference). Given the ``block``, a GPU lowered for from a host without
+        one takes the reference where the Pallas kernels cannot tile it (on a GPU host
+        the kernels raise instead, naming the block).
+        """
         if self.backend is not None:
             return self.backend
-        return "pallas" if self.interpret else default_backend()
+        if self.interpret:
+            return "pallas"
+        backend = default_backend()
+        if (
+            backend == "pallas"
+            and block is not None
+            and host_platform() != "gpu"
+            and not all(_is_pow2(v) and v >= 16 for v in block)
+        ):
+            return "reference"
+        return backend
 
     def resolved_smem_limit(self) -> int:
         """``smem_limit`` or the default device's (:func:`smem_limit`)."""

@@ -30,6 +30,7 @@ References:
   Lottery Ticket Hypothesis", ICML 2020 (rewinding to an early iteration ``k``).
 """
 
+from sparsejax.checkpoint._paths import directory_path
 from sparsejax.checkpoint._snapshots import restore_snapshot, save_snapshot, snapshot_names
 from sparsejax.checkpoint._steps import (
     CorruptCheckpointError,
@@ -48,6 +49,7 @@ __all__ = [
     "all_steps",
     "check_metadata",
     "delete",
+    "directory_path",
     "latest_step",
     "restore",
     "restore_snapshot",

@@ -58,7 +58,7 @@ def export(
       mask: a mask mirroring ``params``; default: keep the nonzero entries.
       format: one of :data:`FORMATS`.
       block: ``(bk, bn)`` (or an int) for ``format="block"``.
-      prunable: which leaves to store sparse (default: ``ndim >= 2``).
+      prunable: which leaves to store sparse (default: float leaves with ``ndim >= 2``).
 
     Returns:
       A pytree like ``params`` whose prunable leaves are sparse (flatten it with

@@ -27,6 +27,7 @@ name                class                                 parameters (default sh
 ==================  ====================================  ===============================
 """
 
+from sparsejax.models._mask import Mask
 from sparsejax.models.conv import Conv2, Conv4, Conv6, ConvNet
 from sparsejax.models.decoder import DecoderBlock, DecoderLM, next_token_loss
 from sparsejax.models.lenet import LeNet5
@@ -59,6 +60,7 @@ __all__ = [
     "DecoderLM",
     "LeNet5",
     "LeNet300100",
+    "Mask",
     "MultiHeadSelfAttention",
     "ResNet20",
     "ResNet56",

@@ -9,9 +9,16 @@ smaller vocabulary.
 
 Parameters are ``param_dtype`` (float32 by default); ``dtype`` (e.g.
 ``jnp.bfloat16``) is the computation dtype. Logits come back in float32.
+
+Layer-by-layer post-training pruning (:mod:`sparsejax.posttrain`) runs the model in
+pieces: :meth:`DecoderLM.embed_tokens` (the first block's input), each block's
+:meth:`DecoderBlock.linear_inputs` (what every linear layer of the block reads, in the
+order of :attr:`DecoderBlock.LINEAR_STAGES`) and :meth:`DecoderLM.head`.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -32,6 +39,12 @@ class DecoderBlock(nnx.Module):
     Kernels: ``qkv (dim, 3·dim)`` (queries, keys, values of all heads side by
     side), ``proj (dim, dim)``, ``fc1 (dim, mlp_ratio·dim)``,
     ``fc2 (mlp_ratio·dim, dim)``; each with a bias.
+
+    :attr:`LINEAR_STAGES` lists the linear layers in the order in which each one's
+    input depends on the ones before: ``qkv`` reads ``ln1(x)``; ``proj`` the
+    attention output (made from ``qkv``); ``fc1`` reads ``ln2`` of the residual
+    stream after ``proj``; ``fc2`` the GELU of ``fc1``'s output.
+    :meth:`linear_inputs` returns those four inputs.
 
     Args:
       dim: model width (divisible by ``num_heads``).
@@ -65,15 +78,35 @@ class DecoderBlock(nnx.Module):
         self.fc1 = nnx.Linear(dim, hidden, kernel_init=INIT, **kw)
         self.fc2 = nnx.Linear(hidden, dim, kernel_init=INIT, **kw)
 
-    def __call__(self, x: jax.Array) -> jax.Array:
-        """``x (batch, seq, dim) -> (batch, seq, dim)``, causal."""
+    #: The block's linear layers, grouped in the order their inputs depend on each other.
+    LINEAR_STAGES: ClassVar[tuple[tuple[str, ...], ...]] = (("qkv",), ("proj",), ("fc1",), ("fc2",))
+
+    def _forward(self, x: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         b, t, d = x.shape
-        qkv = self.qkv(self.ln1(x)).reshape(b, t, 3, self.num_heads, d // self.num_heads)
+        inputs = {"qkv": self.ln1(x)}
+        qkv = self.qkv(inputs["qkv"]).reshape(b, t, 3, self.num_heads, d // self.num_heads)
         attn = jax.nn.dot_product_attention(
             qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2], is_causal=True
         )
-        x = x + self.proj(attn.reshape(b, t, d))
-        return x + self.fc2(jax.nn.gelu(self.fc1(self.ln2(x))))
+        inputs["proj"] = attn.reshape(b, t, d)
+        x = x + self.proj(inputs["proj"])
+        inputs["fc1"] = self.ln2(x)
+        inputs["fc2"] = jax.nn.gelu(self.fc1(inputs["fc1"]))
+        return x + self.fc2(inputs["fc2"]), inputs
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        """``x (batch, seq, dim) -> (batch, seq, dim)``, causal."""
+        return self._forward(x)[0]
+
+    def linear_inputs(self, x: jax.Array) -> dict[str, jax.Array]:
+        """What each linear layer reads when the block runs on ``x (batch, seq, dim)``.
+
+        Returns:
+          ``{"qkv": (batch, seq, dim), "proj": (batch, seq, dim), "fc1": (batch, seq,
+          dim), "fc2": (batch, seq, mlp_ratio·dim)}``, computed with the block's current
+          weights (a pruned ``qkv`` changes the input of ``proj``, and so on).
+        """
+        return self._forward(x)[1]
 
 
 class DecoderLM(nnx.Module):
@@ -118,7 +151,14 @@ class DecoderLM(nnx.Module):
         )
         self.ln_f = nnx.LayerNorm(dim, **kw)
 
-    def __call__(self, tokens: jax.Array) -> jax.Array:
+    def embed_tokens(self, tokens: jax.Array) -> jax.Array:
+        """Token plus position embeddings, the first block's input: ``(batch, seq) int ->
+        (batch, seq, dim)``.
+
+        Raises:
+          ValueError: tokens that are not an integer ``(batch, seq)`` array, or longer
+            than ``max_len``.
+        """
         if tokens.ndim != 2 or not jnp.issubdtype(tokens.dtype, jnp.integer):
             raise ValueError(
                 f"DecoderLM expects integer tokens of shape (batch, seq), got "
@@ -127,10 +167,18 @@ class DecoderLM(nnx.Module):
         t = tokens.shape[1]
         if t > self.max_len:
             raise ValueError(f"sequence length {t} exceeds max_len={self.max_len}")
-        x = self.embed(tokens) + self.pos.value[None, :t].astype(self.embed.dtype or jnp.float32)
+        return self.embed(tokens) + self.pos[None, :t].astype(self.embed.dtype or jnp.float32)
+
+    def head(self, x: jax.Array) -> jax.Array:
+        """Final LayerNorm and the tied output layer: ``(batch, seq, dim) -> (batch, seq,
+        vocab)`` float32 logits."""
+        return self.embed.attend(self.ln_f(x)).astype(jnp.float32)
+
+    def __call__(self, tokens: jax.Array) -> jax.Array:
+        x = self.embed_tokens(tokens)
         for block in self.blocks:
             x = block(x)
-        return self.embed.attend(self.ln_f(x)).astype(jnp.float32)
+        return self.head(x)
 
 
 def next_token_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -75,7 +75,7 @@ def filter_norm(params: PyTree, ord: int = 1, *, prunable: Prunable = None) -> P
     Args:
       params: parameter pytree (Flax layout: units on the last axis).
       ord: 1 or 2.
-      prunable: which leaves are scored (default ``ndim >= 2``).
+      prunable: which leaves are scored (default: float leaves with ``ndim >= 2``).
 
     Returns:
       Unit scores ``(1, …, 1, out)`` float32 on prunable leaves, scalar 0.0 elsewhere.
@@ -251,7 +251,7 @@ def oracle(
       loss_fn: ``loss_fn(params, batch) -> scalar``.
       params: parameter pytree.
       batch: anything ``loss_fn`` accepts.
-      prunable: the kernels whose units are scored (default ``ndim >= 2``).
+      prunable: the kernels whose units are scored (default: float leaves with ``ndim >= 2``).
       remove_bias: zero the unit's bias too (if the module has a ``bias`` leaf).
       absolute: ``|ΔL|`` (the paper's oracle ranking) or the signed ``ΔL``.
       chunk_size: removals per vmapped chunk, ``None`` = all units of a layer at once.

@@ -5,7 +5,9 @@ collects the prunable leaves (:func:`collect_leaves`) and turns the sparsities i
 static :class:`Plan` (hashable: the jitted core compiles once per plan) plus the
 targets, which are arguments (:func:`plan_selection`). Python-float sparsities become
 exact counts; array sparsities float32 fractions, rounded inside the core. The search
-that ``search="auto"`` picks depends on the target platform (``sparsejax._platform``).
+that ``search="auto"`` picks, and whether the Pallas passes read the scores, are planned
+per platform (:data:`~sparsejax._platform.PLATFORMS`); the core runs the choice of the
+platform it is lowered for (``sparsejax._platform.by_platform``), never Pallas on a TPU.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sparsejax._gpu_kernels import default_backend
-from sparsejax._platform import target_device_count, target_platform
+from sparsejax._platform import PLATFORMS, target_device_count, target_platform, targeting
 from sparsejax.masks import validate_mask
 from sparsejax.select._distributions import DISTRIBUTIONS, layer_sparsities, parse_sparsity
 from sparsejax.select._radix import default_bits_per_pass
@@ -34,6 +36,7 @@ __all__ = [
     "LeafPlan",
     "Plan",
     "PrunableLeaves",
+    "Search",
     "SegmentPlan",
     "Targets",
     "check_options",
@@ -82,6 +85,18 @@ def _pallas_passes() -> bool:
     return pallas_passes_allowed and default_backend() == "pallas" and target_device_count() == 1
 
 
+class Search(NamedTuple):
+    """The search of one platform: ``sort`` (one stable sort per segment), else
+    ``sampled`` (a sampled bracket and a histogram), else the radix passes; ``pallas``:
+    the sampled search reads the scores with the Pallas passes, in Pallas interpret
+    mode where ``interpret``."""
+
+    sort: bool = False
+    sampled: bool = False
+    pallas: bool = False
+    interpret: bool = False
+
+
 @dataclasses.dataclass(frozen=True)
 class LeafPlan:
     """A prunable leaf: its parameter shape, and whether its score is reduced to groups
@@ -118,9 +133,13 @@ class Plan:
     joint: bool  # scope="global": one segment holding every leaf
     fractions: bool  # some target is a float32 array (else all are exact Python counts)
     normalize: str | None = None  # per-leaf rescaling of the group scores
-    sampled: bool = False  # joint search starts from a sampled bracket and a histogram
-    pallas: bool = False  # ... with the one-read Pallas kernels (a single NVIDIA GPU)
-    sort: bool = False  # one stable sort per segment instead of the radix passes
+    # (platform, Search) for each platform of PLATFORMS: the core runs the lowering
+    # platform's (radix passes where missing)
+    searches: tuple[tuple[str, Search], ...] = ()
+
+    def search_for(self, platform: str) -> Search:
+        """The :class:`Search` planned for ``platform`` (``"cpu"``, ``"gpu"``, ``"tpu"``)."""
+        return dict(self.searches).get(platform, Search())
 
 
 class PrunableLeaves(NamedTuple):
@@ -310,7 +329,8 @@ def _segments(
 
 
 def _choose_search(search: str, scope: str, total_groups: int) -> tuple[bool, bool]:
-    """``(sort, sampled)``: which search finds the threshold (the radix search if neither)."""
+    """``(sort, sampled)``: which search finds the threshold (the radix search if neither),
+    on the target platform (:func:`~sparsejax._platform.target_platform`)."""
     if search == "sampled" and total_groups >= 2**32:
         raise ValueError(
             f"search='sampled' needs fewer than 2**32 groups, got {total_groups}; "
@@ -375,7 +395,14 @@ def plan_selection(
             sparsity, distribution, leaves.names, shapes, is_nm, erk_power_scale
         )
     segments, counts, fractions = _segments(seg_leaves, values, wheres, groups, caps, structure)
-    sort, sampled = _choose_search(search, scope, sum(groups))
+    searches = []
+    for platform in PLATFORMS:
+        with targeting(platform):
+            sort, sampled = _choose_search(search, scope, sum(groups))
+            # Pallas/Triton kernels never on a TPU (no Mosaic version of the passes).
+            pallas = sampled and platform != "tpu" and _pallas_passes()
+            interpret = pallas and default_backend() != "pallas"
+            searches.append((platform, Search(sort, sampled, pallas, interpret)))
     # Single-entry structures ignore the reduction: one compiled plan for all of them.
     plan_reduction = "l1" if isinstance(structure, (Unstructured, NM)) else reduction
     plan = Plan(
@@ -387,8 +414,6 @@ def plan_selection(
         scope == "global",
         any(f is not None for f in fractions),
         normalize,
-        sampled,
-        sampled and _pallas_passes(),
-        sort,
+        tuple(searches),
     )
     return plan, _targets(counts, fractions)

@@ -19,10 +19,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from sparsejax._platform import by_platform, target_platform
 from sparsejax.select._keys import KEY_EXCLUDED, KEY_PRUNED, float_key, nm_candidate_keys
 from sparsejax.select._plan import (
     Plan,
     PrunableLeaves,
+    Search,
     check_options,
     collect_leaves,
     plan_selection,
@@ -260,22 +262,26 @@ def _prune_core(scores, masks, counts_hi, counts_lo, fractions, use_fraction, *,
             jnp.asarray([seg.cap & 0xFFFFFFFF for seg in selecting], _U32),
         )
         target = wide_where(wide_lt(cap, k), cap, k)
-        if plan.sort:
-            selected = select_lowest_sorted(
-                [key_fns[i]() for i in search_leaves], plan.joint, target
-            )
-        elif plan.sampled:
-            selected = select_lowest_sampled(
-                [key_fns[i] for i in search_leaves],
-                target,
-                plan.bits_per_pass,
-                [sources[i] for i in search_leaves],
-                plan.pallas,
-            )
-        else:
-            selected = select_lowest(
+
+        def search(choice: Search, target) -> list[jax.Array]:
+            if choice.sort:
+                return select_lowest_sorted(
+                    [key_fns[i]() for i in search_leaves], plan.joint, target
+                )
+            if choice.sampled:
+                return select_lowest_sampled(
+                    [key_fns[i] for i in search_leaves],
+                    target,
+                    plan.bits_per_pass,
+                    [sources[i] for i in search_leaves],
+                    choice.pallas,
+                )
+            return select_lowest(
                 [key_fns[i] for i in search_leaves], plan.joint, target, plan.bits_per_pass
             )
+
+        # The search planned for the platform this program is lowered for.
+        selected = by_platform(lambda: plan.search_for(target_platform()), search, target)
         for i, sel in zip(search_leaves, selected):
             pruned[i] = sel
 

@@ -12,8 +12,8 @@
 * :func:`parameter_sensitivity` — per-weight saliencies (OBD ``½·h·w²`` or
   Fisher, from :mod:`sparsejax.scores`) summarised per layer and compared with
   magnitude (Spearman's ρ and top-k overlap).
-* :func:`plot_sensitivity_curves`, :func:`plot_sensitivity_heatmap` — PNG figures
-  (matplotlib, headless ``Agg`` backend, imported lazily).
+* :func:`plot_sensitivity_curves`, :func:`plot_sensitivity_heatmap` — figures (matplotlib,
+  imported lazily; they return the Figure and never change the backend).
 
 References:
   Han, Pool, Tran, Dally. "Learning both Weights and Connections for Efficient Neural

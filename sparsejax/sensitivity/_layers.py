@@ -171,7 +171,7 @@ def layer_sensitivity(
       scores: importance scores mirroring ``params`` (full or group shape, as
         :func:`sparsejax.prune` accepts), e.g. ``scores.filter_norm(params)``.
       sparsities: strictly increasing grid in ``[0, 1]``.
-      prunable: the layers to analyse (default ``ndim >= 2``).
+      prunable: the layers to analyse (default: float leaves with ``ndim >= 2``).
       structure: granularity, e.g. ``Neurons()`` for filter pruning.
       reduction: group reduction for full-shape scores (see ``prune``).
       mask: an existing mask kept on every layer (analyse an already-pruned net).

@@ -63,7 +63,7 @@ def parameter_sensitivity(
       saliency: per-weight scores mirroring ``params`` (full shapes).
       params: the weights.
       reference: the score to compare with (default ``scores.magnitude(params)``).
-      prunable: which leaves are summarised (default ``ndim >= 2``).
+      prunable: which leaves are summarised (default: float leaves with ``ndim >= 2``).
       top_fraction: the fraction defining the top-k sets, in ``(0, 1]``.
 
     Returns:

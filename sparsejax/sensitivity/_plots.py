@@ -1,58 +1,115 @@
-"""PNG figures of sensitivity curves (matplotlib, headless ``Agg`` backend, imported lazily)."""
+"""Figures of layer sensitivity: one curve per layer, and a heat map of the drops.
+
+Both take a :class:`LayerSensitivity` (or its ``to_dict()``, e.g. read back from a results
+file), draw on a given ``ax`` or a new figure, and return the matplotlib ``Figure``; they
+never choose or change the backend (matplotlib is imported when they are called).
+"""
 
 from __future__ import annotations
 
-import pathlib
+import os
+import types
+import warnings
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from sparsejax.sensitivity._layers import LayerSensitivity
 
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">", "h", "p")
+_LINES = ("-", "--", "-.", ":")
 
-def _pyplot():
-    import matplotlib
 
-    matplotlib.use("Agg", force=False)
+def _table(sens: LayerSensitivity | Mapping[str, Any]) -> Any:
+    if isinstance(sens, LayerSensitivity):
+        return types.SimpleNamespace(layers=sens.layers, sparsities=sens.sparsities,
+                                     values=np.asarray(sens.values), drops=sens.drops,
+                                     baseline=sens.baseline,
+                                     structure=type(sens.structure).__name__)
+    values = np.asarray(sens["values"], np.float64)
+    return types.SimpleNamespace(layers=tuple(sens["layers"]), sparsities=tuple(sens["sparsities"]),
+                                 values=values, drops=np.asarray(sens["drops"], np.float64),
+                                 baseline=float(sens["baseline"]),
+                                 structure=str(sens.get("structure", "")).split("(")[0])
+
+
+def _axes(ax: Any, figsize: tuple[float, float]) -> tuple[Any, Any]:
+    if ax is not None:
+        return ax.figure, ax
     import matplotlib.pyplot as plt
 
-    return plt
+    return plt.subplots(figsize=figsize)
 
 
-def plot_sensitivity_curves(
-    path: str | pathlib.Path, sens: LayerSensitivity, *, ylabel: str = "metric", title: str = ""
-) -> pathlib.Path:
-    """One curve per layer: metric vs the layer's sparsity, with the baseline dashed (PNG)."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for name, row in zip(sens.layers, sens.values):
-        ax.plot(sens.sparsities, row, marker="o", ms=3, label=name)
-    ax.axhline(sens.baseline, color="k", ls="--", lw=1, label="unpruned")
-    ax.set_xlabel(f"sparsity of the layer ({type(sens.structure).__name__} groups)")
-    ax.set_ylabel(ylabel)
-    if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    fig.savefig(path)
+def _legacy(args: tuple, kwargs: dict, name: str) -> tuple[Any, Any]:
+    """``(path, sens)`` of the deprecated call ``plot_...(path, sens)``, else ``(None, sens)``."""
+    if len(args) == 2:
+        warnings.warn(f"{name}(path, sens) is deprecated: {name}(sens) returns the Figure",
+                      DeprecationWarning, stacklevel=3)
+        return args[0], args[1]
+    return None, args[0]
+
+
+def _save(path: Any, fig: Any) -> Any:
+    import pathlib
+
+    import matplotlib.pyplot as plt
+
+    path = pathlib.Path(os.fspath(path))
+    fig.savefig(path, dpi=200, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
-def plot_sensitivity_heatmap(
-    path: str | pathlib.Path, sens: LayerSensitivity, *, title: str = ""
-) -> pathlib.Path:
-    """Heat map of the drop, layers × sparsities, annotated (PNG)."""
-    plt = _pyplot()
-    drops = sens.drops
-    fig, ax = plt.subplots(
-        figsize=(max(5, 0.7 * len(sens.sparsities) + 2), max(2.5, 0.45 * len(sens.layers) + 1.5)),
-        dpi=120,
-    )
+def plot_sensitivity_curves(*args: Any, ax: Any = None, ylabel: str = "metric",
+                            title: str = "") -> Any:
+    """``plot_sensitivity_curves(sens)``: the metric vs one layer's sparsity, one curve per
+    layer (each its own marker and line style), the unpruned baseline dashed.
+
+    Args:
+      sens: a :class:`LayerSensitivity` or its ``to_dict()``.
+      ax: draw on this Axes (default: a new figure).
+      ylabel, title: labels.
+
+    Returns:
+      The matplotlib ``Figure``.
+    """
+    path, sens = _legacy(args, {}, "plot_sensitivity_curves")
+    t = _table(sens)
+    fig, ax = _axes(ax, (8.0, 4.5))
+    for i, (name, row) in enumerate(zip(t.layers, t.values)):
+        ax.plot(t.sparsities, row, marker=_MARKERS[i % len(_MARKERS)],
+                ls=_LINES[(i // len(_MARKERS)) % len(_LINES)], ms=4, label=name)
+    ax.axhline(t.baseline, color="k", ls="--", lw=1, label="unpruned")
+    ax.set_xlabel(f"sparsity of the layer ({t.structure} groups)")
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    return fig if path is None else _save(path, fig)
+
+
+def plot_sensitivity_heatmap(*args: Any, ax: Any = None, title: str = "") -> Any:
+    """``plot_sensitivity_heatmap(sens)``: the drop vs the unpruned metric, layers ×
+    sparsities, each cell annotated.
+
+    Args:
+      sens: a :class:`LayerSensitivity` or its ``to_dict()``.
+      ax: draw on this Axes (default: a new figure).
+      title: the title.
+
+    Returns:
+      The matplotlib ``Figure``.
+    """
+    path, sens = _legacy(args, {}, "plot_sensitivity_heatmap")
+    t = _table(sens)
+    drops = t.drops
+    fig, ax = _axes(ax, (max(5, 0.7 * len(t.sparsities) + 2), max(2.5, 0.45 * len(t.layers) + 1.5)))
     im = ax.imshow(drops, aspect="auto", cmap="magma_r")
-    ax.set_xticks(range(len(sens.sparsities)), [f"{s:g}" for s in sens.sparsities])
-    ax.set_yticks(range(len(sens.layers)), sens.layers, fontsize=8)
+    ax.set_xticks(range(len(t.sparsities)), [f"{s:g}" for s in t.sparsities])
+    ax.set_yticks(range(len(t.layers)), t.layers, fontsize=8)
     ax.set_xlabel("sparsity of the layer")
     dark = np.nanmin(drops) + 0.5 * (np.nanmax(drops) - np.nanmin(drops))
     for i in range(drops.shape[0]):
@@ -62,8 +119,4 @@ def plot_sensitivity_heatmap(
     fig.colorbar(im, ax=ax, label="drop vs unpruned")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
-    path = pathlib.Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig if path is None else _save(path, fig)

@@ -1,9 +1,15 @@
-"""``train``: the loop over epochs and batches, with evaluation, checkpoints and resumption."""
+"""``train``: the loop over epochs and batches, with evaluation, checkpoints and resumption.
+
+Progress goes to stderr: a tqdm bar on a terminal, a few plain lines otherwise (a log file
+gets no carriage-return updates); metrics go to an optional metric writer.
+"""
 
 from __future__ import annotations
 
 import functools
 import os
+import sys
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -51,6 +57,76 @@ def _mean_metrics(buffer: list[dict[str, jax.Array]]) -> dict[str, Any]:
         mean = np.mean(np.stack([np.asarray(m[name], np.float64) for m in host]), axis=0)
         out[name] = mean.tolist() if mean.ndim else float(mean)
     return out
+
+
+def _fmt(value: Any) -> str:
+    return f"{float(np.mean(value)):.4g}"
+
+
+class _Progress:
+    """Training progress: a tqdm bar (``"bar"``), plain lines (``"lines"``) or nothing.
+
+    The metrics shown are those of the training step: means over the last logging window
+    of *mini-batch* values (``loss``, ``accuracy`` on the batches being trained on), named
+    as such; the evaluation metrics of ``eval_data`` are shown as ``eval ...``.
+    """
+
+    def __init__(self, mode: str, total: int, start: int, log_every: int):
+        self.mode, self.total, self.start = mode, total, start
+        self.bar = None
+        self.t0 = time.perf_counter()
+        # about ten lines per call in line mode, at logging-window boundaries
+        self.every = max(log_every, -(-max(total - start, 1) // 10))
+        if mode == "bar":
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=min(start, total), unit="step",
+                            dynamic_ncols=True, desc="train")
+
+    def logged(self, step: int, metrics: Mapping[str, Any], window: int) -> None:
+        shown = {f"mini-batch {k} (mean of {window})": _fmt(v) for k, v in metrics.items()}
+        if self.bar is not None:
+            self.bar.set_postfix(shown, refresh=False)
+        elif self.mode == "lines" and (step % self.every == 0 or step >= self.total):
+            rate = (step - self.start) / max(time.perf_counter() - self.t0, 1e-9)
+            text = ", ".join(f"{k} {v}" for k, v in shown.items())
+            print(f"train step {step}/{self.total} ({rate:.1f} steps/s): {text}",
+                  file=sys.stderr, flush=True)
+
+    def evaluated(self, step: int, result: Mapping[str, Any]) -> None:
+        text = ", ".join(f"eval {k} {_fmt(v)}" for k, v in result.items()
+                         if k in ("accuracy", "loss", "macro_f1"))
+        if self.bar is not None:
+            self.bar.write(f"step {step}: {text}", file=sys.stderr)
+        elif self.mode == "lines":
+            print(f"train step {step}/{self.total}: {text}", file=sys.stderr, flush=True)
+
+    def update(self) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _progress_mode(progress: bool | str) -> str:
+    if progress is True:
+        return "bar" if sys.stderr.isatty() else "lines"
+    if progress is False:
+        return "off"
+    if progress in ("bar", "lines", "off"):
+        return progress
+    raise ValueError(f"progress must be True, False, 'bar', 'lines' or 'off', got {progress!r}")
+
+
+def _is_scalar(value: Any, per_seed: bool) -> bool:
+    """A number (a list of one number per seed with ``per_seed``): what a writer records."""
+    try:
+        array = np.asarray(value, np.float64)
+    except (TypeError, ValueError):
+        return False
+    return array.ndim == (1 if per_seed else 0)
 
 
 def _data_seeds(seed: int | Sequence[int], num_seeds: int | None) -> list[int]:
@@ -101,8 +177,9 @@ def train(
     metadata: Mapping[str, Any] | None = None,
     log_every: int = 100,
     callback: Callable[[TrainState, dict[str, jax.Array]], None] | None = None,
-    progress: bool = True,
+    progress: bool | str = True,
     vmap_seeds: bool = False,
+    writer: Any = None,
 ) -> tuple[TrainState, History]:
     """Train from the state's position until ``steps`` steps or ``epochs`` epochs in total.
 
@@ -149,9 +226,16 @@ def train(
       log_every: training metrics are averaged over this many steps.
       callback: ``callback(state, metrics)`` after every step (on the host;
         raising an exception stops training).
-      progress: show a tqdm progress bar.
+      progress: ``True``: a tqdm bar when stderr is a terminal, else a few plain
+        lines on stderr (about ten per call, no carriage returns); ``"bar"``,
+        ``"lines"``; ``False`` / ``"off"``: nothing. The metrics shown are the
+        means of the last logging window's training *mini-batch* metrics, named so.
       vmap_seeds: ``state`` holds stacked seeds: train them all with one
         vmapped step.
+      writer: a metric writer (:class:`sparsejax.runner.MetricWriter`, or any
+        object with ``write_scalars(step, {name: value})``): each logging window
+        writes ``train/minibatch_<metric>`` (means over the window's mini-batches),
+        each evaluation ``eval/<metric>``; per-seed lists with ``vmap_seeds``.
 
     Returns:
       ``(state, history)``. ``history["train"]``: dicts with ``step``,
@@ -177,6 +261,9 @@ def train(
       (3, (1, 1))
     """
     x, y = _check_xy(x, y, "train")
+    mode = _progress_mode(progress)
+    if writer is not None and not callable(getattr(writer, "write_scalars", None)):
+        raise TypeError(f"writer needs a write_scalars(step, scalars) method, got {writer!r}")
     batch_size = _check_int("batch_size", batch_size, 1)
     log_every = _check_int("log_every", log_every, 1)
     if (steps is None) == (epochs is None):
@@ -256,14 +343,14 @@ def train(
             vmap_seeds=vmap_seeds,
         )
         history["eval"].append({"step": step, "epoch": epoch, **result})
+        shown.evaluated(step, result)
+        if writer is not None:
+            writer.write_scalars(step, {f"eval/{k}": v for k, v in result.items()
+                                        if _is_scalar(v, vmap_seeds)})
 
     history: History = {"train": [], "eval": []}
     buffer: list[dict[str, jax.Array]] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, initial=min(step, total), unit="step", dynamic_ncols=True)
+    shown = _Progress(mode, total, step, log_every)
     try:
         while not done():
             iterators = [_batches(x, y, batch_size, s, epoch, start_batch=batch) for s in seeds]
@@ -283,24 +370,27 @@ def train(
                 buffer.append(metrics)
                 last = done()
                 if step % log_every == 0 or last:
+                    window = len(buffer)
                     logged = _mean_metrics(buffer)
                     buffer = []
                     history["train"].append({"step": step, "epoch": epoch, **logged})
-                    if bar is not None:
-                        bar.set_postfix({k: np.mean(v) for k, v in logged.items()}, refresh=False)
+                    shown.logged(step, logged, window)
+                    if writer is not None:
+                        writer.write_scalars(step, {f"train/minibatch_{k}": v
+                                                    for k, v in logged.items()})
                 if eval_every is not None and step % eval_every == 0:
                     run_eval()
                 if checkpoint_every is not None and step % checkpoint_every == 0:
                     save()
                 if callback is not None:
                     callback(state, metrics)
-                if bar is not None:
-                    bar.update(1)
+                shown.update()
                 if last:
                     break
     finally:
-        if bar is not None:
-            bar.close()
+        shown.close()
+        if writer is not None and hasattr(writer, "flush"):
+            writer.flush()
     if eval_data is not None and (not history["eval"] or history["eval"][-1]["step"] != step):
         run_eval()
     if checkpoint_dir is not None and step not in _checkpoint.all_steps(checkpoint_dir):

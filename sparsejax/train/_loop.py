@@ -96,7 +96,9 @@ def make_train_loop(
     step number of the first of them (a Python int, equal to ``state.step``).
     The schedule comes from the optimizer state: every
     :class:`~sparsejax.transforms.PruningState` in ``state.opt_state`` carries
-    the schedule of its :func:`~sparsejax.transforms.pruning`, and the update
+    the schedule of its :func:`~sparsejax.transforms.pruning` (and every
+    :class:`~sparsejax.transforms.SparseTrainingState` the drop schedule of its
+    SET / RigL / SNFS transform), and the update
     steps in ``[start, start + n)`` are the union of theirs, computed on the
     host (:func:`sparsejax.schedules.update_steps`). The program runs
     ``lax.scan`` over the steps between updates with ``prune_now=False``

@@ -252,7 +252,7 @@ def pruning(
         ``accumulated(sparsejax.scores.movement)``.
       schedule: a :mod:`sparsejax.schedules` schedule (or any object with
         ``__call__(step) -> sparsity`` and ``is_update(step) -> bool``).
-      prunable: which leaves may be pruned (``None``: ``ndim >= 2``; a
+      prunable: which leaves may be pruned (``None``: float leaves with ``ndim >= 2``; a
         predicate ``f(path, leaf)``, a regex or a list of regexes).
       scope: ``"layer"`` (each layer to the target) or ``"global"``.
       structure: granularity, e.g. ``Unstructured()``, ``Neurons()``,

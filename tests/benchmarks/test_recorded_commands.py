@@ -51,7 +51,7 @@ def test_recorded_command_parses(result, command):
 
 def test_every_benchmark_has_a_config_and_a_main():
     scripts = sorted((ROOT / "benchmarks").glob("*.py"))
-    assert len(scripts) == 9
+    assert len(scripts) == 10
     for path in scripts:
         module = load_script(f"benchmarks/{path.name}")
         cls = _config_class(module)

@@ -1,22 +1,13 @@
-"""The dynamic gating study (experiments/dynamic_gating.py) at smoke size."""
-
-import importlib.util
-import pathlib
-import sys
+"""The dynamic gating study (``sparsejax dynamic``) at smoke size."""
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from sparsejax.runner.studies import dynamic as module
 
 
 @pytest.mark.smoke
 def test_dynamic_gating_smoke(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "experiments_dynamic_gating", ROOT / "experiments" / "dynamic_gating.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["experiments_dynamic_gating"] = module
-    spec.loader.exec_module(module)
-    res = module.main(["--smoke", "true", "--out", str(tmp_path), "--progress", "false"])
+    res = module.main(["--smoke", "--out", str(tmp_path), "--no-progress"])
     assert res["dense_macs"] == 31_750
     static = {r["density"]: r["macs"] for r in res["rows"] if r["method"] == "static_l1"}
     # exactly k = 6, 13, 19 filters kept per layer: closed-form MACs, no predictor
@@ -33,6 +24,6 @@ def test_dynamic_gating_smoke(tmp_path):
         assert 0.0 <= r["accuracy"] <= 1.0
     assert [r["threshold"] for r in res["adaptive"]] == [0.0, 0.9, 1.0]
     assert res["adaptive"][0]["macs"] == pytest.approx(fbs[0.25]["macs"])
-    for name in ("config.json", "results.json", "results.md", "tradeoff.png"):
+    for name in ("config.json", "results.json", "results.md", "tradeoff.png", "tradeoff.pdf"):
         assert (tmp_path / name).stat().st_size > 0
-    assert "Command: `python experiments/" in (tmp_path / "results.md").read_text()
+    assert "Command: `sparsejax dynamic --smoke --out" in (tmp_path / "results.md").read_text()

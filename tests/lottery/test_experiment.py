@@ -1,43 +1,45 @@
-"""The lottery experiment script (experiments/lottery.py) at smoke size."""
+"""The lottery study (``sparsejax lottery``) at smoke size, and resuming a killed run."""
 
-import importlib.util
-import pathlib
-import sys
+import json
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
+from sparsejax.runner.studies import lottery as study
 
 
 def load_experiment():
-    spec = importlib.util.spec_from_file_location("experiments_lottery",
-                                                  ROOT / "experiments" / "lottery.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return study
 
 
 @pytest.mark.smoke
 def test_lottery_experiment_smoke(tmp_path):
     module = load_experiment()
-    results = module.main(["--smoke", "true", "--out", str(tmp_path), "--progress", "false"])
+    out = tmp_path / "run"
+    results = module.main(["--smoke", "--out", str(out), "--no-progress"])
     rows = results["rows"]
     tickets = [r for r in rows if r["variant"] == "ticket"]
     assert [r["round"] for r in tickets] == [1, 2]
     assert tickets[-1]["weights_remaining"] == pytest.approx(results["expected_remaining"][-1],
                                                              abs=2e-3)
     assert {r["variant"] for r in rows} >= {"dense", "ticket", "random_mask"}
-    for name in ("results.json", "results.md", "accuracy.png", "early_stop.png"):
-        assert (tmp_path / name).exists()
+    for name in ("results.json", "results.md", "accuracy.png", "accuracy.pdf", "early_stop.png",
+                 "early_stop.pdf", "metrics.jsonl"):
+        assert (out / name).exists()
+    # --resume on the finished run: every round is restored from the checkpoints, the
+    # records are the same, nothing is deleted
+    checkpoints = sorted(p.name for p in (out / "checkpoints").iterdir())
+    again = module.main(["--smoke", "--out", str(out), "--no-progress", "--resume"])
+    assert again["rows"] == json.loads(json.dumps(rows))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == checkpoints
 
 
 @pytest.mark.smoke
-def test_lottery_experiment_smoke_lenet_on_real_mnist(tmp_path, mnist_dir):
-    """Reproduction 2 at smoke size: LeNet-300-100, 20 % per round (output 10 %), reinit."""
+def test_lottery_experiment_smoke_lenet_on_real_mnist(tmp_path):
+    """Reproduction 2 at smoke size: LeNet-300-100, 20 % per round (output 10 %), reinit,
+    on the MNIST test split shipped with sparsejax (no --data-dir)."""
     module = load_experiment()
-    results = module.main(["--smoke", "true", "--task", "lenet", "--data-dir", str(mnist_dir),
-                           "--out", str(tmp_path), "--progress", "false"])
+    results = module.main(["--smoke", "--task", "lenet", "--out", str(tmp_path), "--no-progress"])
+    assert results["dataset"] == "mnist10k"
     rows = results["rows"]
     assert {r["variant"] for r in rows} == {"dense", "ticket", "reinit"}
     tickets = [r for r in rows if r["variant"] == "ticket"]
@@ -49,8 +51,8 @@ def test_lottery_experiment_smoke_lenet_on_real_mnist(tmp_path, mnist_dir):
 def test_lottery_experiment_smoke_cnn_late_rewinding(tmp_path):
     """Reproduction 3 at smoke size: the MNIST-1D CNN rewound to step 20, one-shot control."""
     module = load_experiment()
-    results = module.main(["--smoke", "true", "--task", "mnist1d_cnn", "--reset", "rewind",
-                           "--rewind-step", "20", "--out", str(tmp_path), "--progress", "false"])
+    results = module.main(["--smoke", "--task", "mnist1d_cnn", "--reset", "rewind",
+                           "--rewind-step", "20", "--out", str(tmp_path), "--no-progress"])
     rows = results["rows"]
     assert {r["variant"] for r in rows} == {"dense", "ticket", "one_shot"}
     tickets = [r for r in rows if r["variant"] == "ticket"]

@@ -1,4 +1,4 @@
-"""Tests of sparsejax.runner's configs: parse_config and config_to_dict."""
+"""Tests of sparsejax.runner's configs: parse_config (tyro), given_fields, ConfigError."""
 
 from __future__ import annotations
 
@@ -8,122 +8,119 @@ from typing import Literal
 
 import pytest
 
-from sparsejax.runner import config_to_dict, parse_config
+from sparsejax.runner import (
+    ConfigError,
+    config_to_dict,
+    given_fields,
+    parse_config,
+    with_defaults,
+)
+from sparsejax.runner._config import check_fraction, field_docs
 
 
 @dataclasses.dataclass(frozen=True)
 class _Cfg:
-    """A test config."""
+    """A test config.
+
+    Second paragraph of the description."""
 
     name: str = "x"
+    """The name."""
     seeds: int = 3
+    """How many seeds,
+    on two lines."""
     rate: float = 0.5
+    """A rate."""
     sizes: tuple[float, ...] = (2.0, 4.0)
+    """Some sizes."""
     flag: bool = True
+    """A flag."""
     data_dir: str | None = None
+    """A folder."""
 
 
 def test_parse_config_types_and_defaults():
     assert parse_config(_Cfg, []) == _Cfg()
     cfg = parse_config(
-        _Cfg, ["--seeds", "5", "--sizes", "8", "16", "--flag", "false", "--data-dir", "d"]
+        _Cfg, ["--seeds", "5", "--sizes", "8", "16", "--no-flag", "--data-dir", "d"]
     )
     assert cfg == _Cfg(seeds=5, sizes=(8.0, 16.0), flag=False, data_dir="d")
+    assert type(cfg) is _Cfg and isinstance(cfg.sizes, tuple)
+    assert parse_config(_Cfg, ["--data-dir", "None"]).data_dir is None
+    assert parse_config(_Cfg, ["--sizes"]).sizes == ()
+    for bad in (["--seeds", "many"], ["--flag", "maybe"], ["--se", "2"], ["--unknown", "1"]):
+        with pytest.raises(SystemExit) as info:
+            parse_config(_Cfg, bad)
+        assert info.value.code == 2
+
+
+def test_older_command_forms_still_parse():
+    # `--flag true|false` and `none` of recorded commands
+    assert parse_config(_Cfg, ["--flag", "false"]).flag is False
+    assert parse_config(_Cfg, ["--flag=no"]).flag is False
+    assert parse_config(_Cfg, ["--flag", "true", "--seeds", "2"]) == _Cfg(seeds=2)
     assert parse_config(_Cfg, ["--data-dir", "none"]).data_dir is None
-    with pytest.raises(SystemExit):
-        parse_config(_Cfg, ["--seeds", "many"])
-    with pytest.raises(SystemExit):
-        parse_config(_Cfg, ["--flag", "maybe"])
+    assert parse_config(_Cfg, ["--flag"]).flag is True
+    assert parse_config(_Cfg, ["--sizes", "", "--seeds", "1"]).sizes == ()
 
 
-_CALLS = []
-
-
-def _backend() -> str:
-    _CALLS.append(1)
-    return "fake-backend"
-
-
-@dataclasses.dataclass(frozen=True)
-class _BenchCfg:
-    """A benchmark-like config."""
-
-    profile: bool = False
-    no_bcsr: bool = False
-    loop: Literal["python", "device"] = "python"
-    models: tuple[Literal["mlp", "gpt"], ...] = ("mlp",)
-    variants: tuple[str, ...] | None = None
-    deadline_s: float | None = None
-    out: pathlib.Path | None = None
-    out_dir: pathlib.Path = pathlib.Path("results")
-    tag: str = dataclasses.field(default_factory=_backend,
-                                 metadata={"help": "output name suffix, here a help text"})
-
-
-def test_parse_config_bare_bool_flags_as_in_recorded_benchmark_commands():
-    # `--profile --no-bcsr` (no value) as store_true flags took them; `--x true` still works
-    cfg = parse_config(_BenchCfg, ["--profile", "--no-bcsr", "--loop", "device"])
-    assert (cfg.profile, cfg.no_bcsr, cfg.loop) == (True, True, "device")
-    assert parse_config(_BenchCfg, ["--profile", "false"]).profile is False
-    assert parse_config(_BenchCfg, ["--profile", "true", "--no-bcsr"]).no_bcsr is True
-    assert parse_config(_BenchCfg, []).profile is False
-
-
-def test_parse_config_literal_choices():
-    assert parse_config(_BenchCfg, ["--models", "gpt", "mlp"]).models == ("gpt", "mlp")
-    with pytest.raises(SystemExit):
-        parse_config(_BenchCfg, ["--loop", "gpu"])
-    with pytest.raises(SystemExit):
-        parse_config(_BenchCfg, ["--models", "mlp", "resnet"])
-
-
-def test_parse_config_optional_lists_paths_and_factories():
-    _CALLS.clear()
-    cfg = parse_config(_BenchCfg, ["--variants", "dense", "every100", "--out", "a/b.json",
-                                   "--out-dir", "/tmp/r", "--deadline-s", "240"])
-    assert cfg.variants == ("dense", "every100")
-    assert cfg.out == pathlib.Path("a/b.json") and isinstance(cfg.out, pathlib.Path)
-    assert cfg.out_dir == pathlib.Path("/tmp/r") and cfg.deadline_s == 240.0
-    assert cfg.tag == "fake-backend" and len(_CALLS) == 1  # the factory, called once
-    assert parse_config(_BenchCfg, ["--variants", "none"]).variants is None
-    assert parse_config(_BenchCfg, ["--out", "none"]).out is None
-    assert parse_config(_BenchCfg, []).variants is None
-    with pytest.raises(SystemExit):
-        parse_config(_BenchCfg, ["--variants", "dense", "none"])
-
-
-def test_parse_config_help_texts(capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        parse_config(_BenchCfg, ["--help"])
-    assert exit_info.value.code == 0
-    text = capsys.readouterr().out
-    assert "A benchmark-like config." in text
-    assert "output name suffix, here a help text" in text
-    assert "{python,device}" in text
-
-
-def test_parse_config_rejects_unsupported_types():
+def test_help_shows_every_field_with_its_docstring_default_and_choices(capsys):
     @dataclasses.dataclass(frozen=True)
-    class Bad:
-        table: dict = dataclasses.field(default_factory=dict)
+    class Bench:
+        """A benchmark-like config."""
 
-    with pytest.raises(TypeError, match="config field 'table' has unsupported type"):
-        parse_config(Bad, [])
+        loop: Literal["python", "device"] = "python"
+        """Where the loop runs."""
+        tag: str = dataclasses.field(default="cpu", metadata={"help": "output name suffix"})
+        methods: tuple[str, ...] = ("a",)
+        """The methods."""
 
-    @dataclasses.dataclass(frozen=True)
-    class Mixed:
-        mode: Literal["a", 1] = "a"
+    with pytest.raises(SystemExit) as info:
+        parse_config(Bench, ["--help"], prog="bench", choices={"methods": ("a", "b", "plug")})
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "usage: bench" in text and "A benchmark-like config." in text
+    assert "Where the loop runs. (default: python)" in text and "{python,device}" in text
+    assert "output name suffix (default: cpu)" in text
+    assert "{a,b,plug}" in text and "The methods. (default: a)" in text
+    assert field_docs(_Cfg)["seeds"] == "How many seeds, on two lines."
+    assert parse_config(Bench, ["--methods", "plug"], choices={"methods": ("a", "plug")}
+                        ).methods == ("plug",)
+    with pytest.raises(SystemExit):
+        parse_config(Bench, ["--methods", "zzz"], choices={"methods": ("a", "plug")})
 
-    with pytest.raises(TypeError, match="a Literal needs values of one type"):
-        parse_config(Mixed, [])
+
+def test_defaults_can_be_replaced_and_given_fields_are_known():
+    assert parse_config(_Cfg, [], defaults={"name": "runs/x"}).name == "runs/x"
+    argv = ["--seeds", "4", "--no-flag", "--rate=0.1", "--sizes", "1", "2"]
+    assert given_fields(_Cfg, argv) == {"seeds", "flag", "rate", "sizes"}
+    cfg = parse_config(_Cfg, argv)
+    # a preset (or --smoke) changes only the fields not given
+    filled = with_defaults(cfg, {"seeds": 1, "name": "smoke", "flag": True}, given_fields(
+        _Cfg, argv))
+    assert filled == dataclasses.replace(cfg, name="smoke")
+
+
+def test_config_error_names_the_flag_and_the_value():
+    err = ConfigError("sparsities", (0.5, 2.0), "2 is outside [0, 1)")
+    assert str(err) == "--sparsities 0.5 2: 2 is outside [0, 1)"
+    assert (err.field, err.value) == ("sparsities", (0.5, 2.0)) and isinstance(err, ValueError)
+    with pytest.raises(ConfigError, match=r"^--s 0.5 1: 1 is outside \[0, 1\)$"):
+        check_fraction("s", (0.5, 1.0), high_open=True)
+    check_fraction("s", (0.0, 1.0))
+
+
+def test_parse_config_needs_a_dataclass():
     with pytest.raises(TypeError, match="needs a dataclass type"):
         parse_config(dict, [])
 
 
 def test_config_to_dict_is_json_ready():
-    cfg = parse_config(_BenchCfg, ["--out", "a/b.json", "--models", "gpt"])
-    d = config_to_dict(cfg)
-    assert d["out"] == "a/b.json" and d["out_dir"] == "results"
-    assert d["models"] == ["gpt"] and d["variants"] is None and d["tag"] == "fake-backend"
+    @dataclasses.dataclass(frozen=True)
+    class P:
+        out: pathlib.Path = pathlib.Path("a/b.json")
+        models: tuple[str, ...] = ("gpt",)
+
+    assert config_to_dict(P()) == {"out": "a/b.json", "models": ["gpt"]}
     assert config_to_dict(_Cfg()) == {"name": "x", "seeds": 3, "rate": 0.5, "sizes": [2.0, 4.0],
                                       "flag": True, "data_dir": None}

@@ -71,5 +71,5 @@ def test_bn_pairs_on_model_zoo_resnet20():
     assert pairs["bn/scale"] == "conv/kernel"
     assert pairs["blocks/8/bn2/scale"] == "blocks/8/conv2/kernel"
     s = scores.bn_scale(params)
-    np.testing.assert_allclose(s["blocks"][8]["conv2"]["kernel"].value.reshape(-1), 0.5)
-    assert s["blocks"][8]["conv2"]["kernel"].value.shape == (1, 1, 1, 64)
+    np.testing.assert_allclose(s["blocks"][8]["conv2"]["kernel"][...].reshape(-1), 0.5)
+    assert s["blocks"][8]["conv2"]["kernel"][...].shape == (1, 1, 1, 64)

@@ -146,19 +146,19 @@ def test_criteria_on_nnx_state_paths():
 
     model = nnx.Linear(3, 2, rngs=nnx.Rngs(0))
     _, state = nnx.split(model, nnx.Param)
-    kernel = np.asarray(state["kernel"].value)
+    kernel = np.asarray(state["kernel"][...])
 
     def loss(st, batch):
         x, y = batch
-        pred = x @ st["kernel"].value + st["bias"].value[None, :]
+        pred = x @ st["kernel"][...] + st["bias"][...][None, :]
         return 0.5 * jnp.mean(jnp.sum(jnp.square(pred - y), axis=1))
 
     norms = scores.filter_norm(state)
-    np.testing.assert_allclose(norms["kernel"].value.reshape(-1), np.abs(kernel).sum(0), rtol=1e-6)
+    np.testing.assert_allclose(norms["kernel"][...].reshape(-1), np.abs(kernel).sum(0), rtol=1e-6)
     orc = scores.oracle(loss, state, (X, Y), absolute=False)
-    x, y, w, b = (a.astype(np.float64) for a in (X, Y, kernel, np.asarray(state["bias"].value)))
+    x, y, w, b = (a.astype(np.float64) for a in (X, Y, kernel, np.asarray(state["bias"][...])))
     r = x @ w + b - y
     expect = [0.5 * np.mean(y[:, i] ** 2 - r[:, i] ** 2) for i in range(2)]
-    np.testing.assert_allclose(orc["kernel"].value.reshape(-1), expect, rtol=1e-5)
+    np.testing.assert_allclose(orc["kernel"][...].reshape(-1), expect, rtol=1e-5)
     rho = scores.rank_correlation(orc, orc)
     assert list(rho) == ["kernel"] and float(rho["kernel"]) == pytest.approx(1.0)

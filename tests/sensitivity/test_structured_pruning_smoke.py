@@ -1,30 +1,16 @@
-"""Smoke run of experiments/structured_pruning.py (sensitivity-guided structured pruning)."""
+"""Smoke run of the structured study (``sparsejax structured``, sensitivity-guided pruning)."""
 
-import importlib.util
 import math
-import pathlib
-import sys
 
 import pytest
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(
-        f"experiments_{name}", ROOT / "experiments" / f"{name}.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[f"experiments_{name}"] = module
-    spec.loader.exec_module(module)
-    return module
+from sparsejax.runner.studies import structured as sp
 
 
 @pytest.mark.smoke
 def test_structured_pruning_smoke(tmp_path):
-    sp = _script("structured_pruning")
     out = tmp_path / "sp"
-    res = sp.main(["--smoke", "true", "--out", str(out), "--progress", "false"])
+    res = sp.main(["--smoke", "--out", str(out), "--no-progress"])
     rows = res["rows"]
     assert {(r["schedule"], r["method"]) for r in rows} == {
         (sch, m) for sch in ("one_shot", "iterative")
@@ -60,7 +46,7 @@ def test_structured_pruning_smoke(tmp_path):
     assert all(math.isnan(v) or -1.0 <= v <= 1.0 for per in corr.values() for v in per.values())
     assert res["sensitivity"]["layers"] == list(layers)
     for name in ("config.json", "results.json", "results.md", "sensitivity_curves.png",
-                 "sensitivity_heatmap.png", "tradeoff.png"):
+                 "sensitivity_heatmap.png", "tradeoff.png", "tradeoff.pdf"):
         assert (out / name).stat().st_size > 0
     md = (out / "results.md").read_text()
     assert "| one_shot | l1_layer | 0.5 | conv1 12/25, conv2 12/25, conv3 12/25 |" in md

@@ -141,7 +141,7 @@ def test_vmapped_seeds_equal_sequential_training(data):
     tx = ADAM
     keys = jax.random.split(jax.random.key(42), 2)
     stacked = sj_train.create_train_states(make_net, tx, keys)
-    assert stacked.step.shape == (2,) and stacked.params["fc1"]["kernel"].value.shape == (
+    assert stacked.step.shape == (2,) and stacked.params["fc1"]["kernel"][...].shape == (
         2,
         IN,
         HIDDEN,
@@ -181,7 +181,7 @@ def test_vmapped_seeds_equal_sequential_training(data):
             )
             assert hist_i["eval"][-1]["confusion"] == history["eval"][-1]["confusion"][i]
     # Different seeds really are different models.
-    w = many.params["fc1"]["kernel"].value
+    w = many.params["fc1"]["kernel"][...]
     assert not np.allclose(w[0], w[1])
 
 
@@ -242,8 +242,8 @@ def test_pruning_transform_inside_the_train_step(data):
     assert int(transforms.current_step(state.opt_state)) == 7 == int(state.step)
     # 50 % of each kernel pruned (fc1: 48 entries, fc2: 24), biases and BatchNorm untouched.
     for layer, size in (("fc1", IN * HIDDEN), ("fc2", HIDDEN * CLASSES)):
-        kept = np.asarray(mask[layer]["kernel"].value)
-        kernel = np.asarray(state.params[layer]["kernel"].value)
+        kept = np.asarray(mask[layer]["kernel"][...])
+        kernel = np.asarray(state.params[layer]["kernel"][...])
         assert kept.shape == kernel.shape and int((~kept).sum()) == size // 2
         assert np.all(kernel[~kept] == 0.0) and np.all(kernel[kept] != 0.0)
-        assert mask[layer]["bias"].value.shape == ()
+        assert mask[layer]["bias"][...].shape == ()

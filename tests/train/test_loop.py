@@ -45,7 +45,7 @@ def test_train_loop_equals_the_lax_cond_steps(data):
                                 transforms.current_mask(b.opt_state))
     chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
     assert int(b.step) == 10
-    kept = np.asarray(transforms.current_mask(b.opt_state)["fc1"]["kernel"].value)
+    kept = np.asarray(transforms.current_mask(b.opt_state)["fc1"]["kernel"][...])
     assert int((~kept).sum()) == IN * HIDDEN // 2
     # eager (jit=False) gives the same
     eager = sj_train.make_train_loop(sched, jit=False)
@@ -103,7 +103,7 @@ def test_train_loop_vmapped_seeds_equals_the_vmapped_cond_step(data):
     chex.assert_trees_all_equal(transforms.current_mask(a.opt_state),
                                 transforms.current_mask(b.opt_state))
     chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
-    kept = np.asarray(transforms.current_mask(b.opt_state)["fc1"]["kernel"].value)
+    kept = np.asarray(transforms.current_mask(b.opt_state)["fc1"]["kernel"][...])
     assert kept.shape == (2, IN, HIDDEN)
     assert [int((~k).sum()) for k in kept] == [IN * HIDDEN // 2] * 2
 
@@ -140,7 +140,7 @@ def test_train_loop_reads_the_schedule_from_the_optimizer_state(data):
     old, old_metrics = _windows(old_loop, state, stacked)
     chex.assert_trees_all_equal(new, old)
     chex.assert_trees_all_equal(metrics, old_metrics)
-    kept = np.asarray(transforms.current_mask(new.opt_state)["fc1"]["kernel"].value)
+    kept = np.asarray(transforms.current_mask(new.opt_state)["fc1"]["kernel"][...])
     assert int((~kept).sum()) == IN * HIDDEN // 2
     # the given schedule wins: one without updates in the window prunes nothing
     with pytest.warns(DeprecationWarning):
@@ -167,7 +167,7 @@ def test_train_loop_places_the_updates_of_every_pruning_state(data):
     b, _ = sj_train.make_train_loop()(b, stacked, 0)
     for i, (layer, size) in enumerate((("fc1", IN * HIDDEN), ("fc2", HIDDEN * 3))):
         chex.assert_trees_all_equal(a.opt_state[i].mask, b.opt_state[i].mask)
-        kept = np.asarray(b.opt_state[i].mask[layer]["kernel"].value)
+        kept = np.asarray(b.opt_state[i].mask[layer]["kernel"][...])
         assert int((~kept).sum()) == size // 2
     chex.assert_trees_all_close(a.params, b.params, rtol=1e-5, atol=1e-6)
 

@@ -162,8 +162,8 @@ def test_with_mask_on_stacked_seeds_equals_the_per_seed_construction(data):
     x, y = data
     trained, _ = sj_train.train(new, x, y, batch_size=8, seed=0, steps=2, progress=False,
                                 vmap_seeds=True)
-    kernel = np.asarray(trained.params["fc1"]["kernel"].value)
-    kept = np.asarray(masks_b["fc1"]["kernel"].value)
+    kernel = np.asarray(trained.params["fc1"]["kernel"][...])
+    kept = np.asarray(masks_b["fc1"]["kernel"][...])
     assert np.all(kernel[~kept] == 0.0) and np.all(kernel[kept] != 0.0)
     with pytest.raises(ValueError, match="with_mask: no PruningState or KeepSparseState"):
         net_state().with_mask(masks[0])

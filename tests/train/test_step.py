@@ -33,15 +33,15 @@ def test_train_step_equals_closed_form_sgd_with_weight_decay():
     y = jnp.array([0, 2, 1, 2, 0], jnp.int32)
     new, metrics = sj_train.make_train_step()(state, (x, y))
 
-    w, b = model.kernel.value, model.bias.value
+    w, b = model.kernel[...], model.bias[...]
     logits = x @ w + b[None, :]
     p = jax.nn.softmax(logits)
     err = p - jax.nn.one_hot(y, 3)
     chex.assert_trees_all_close(
-        new.params["kernel"].value, w - lr * (x.T @ err / 5 + wd * w), rtol=1e-6, atol=1e-6
+        new.params["kernel"][...], w - lr * (x.T @ err / 5 + wd * w), rtol=1e-6, atol=1e-6
     )
     chex.assert_trees_all_close(
-        new.params["bias"].value, b - lr * (err.mean(0) + wd * b), rtol=1e-6, atol=1e-6
+        new.params["bias"][...], b - lr * (err.mean(0) + wd * b), rtol=1e-6, atol=1e-6
     )
     expected_loss = -jnp.mean(jnp.log(p[jnp.arange(5), y]))
     chex.assert_trees_all_close(metrics["loss"], expected_loss, rtol=1e-6)
@@ -63,11 +63,11 @@ def test_train_step_jitted_equals_eager_reference_and_updates_batch_stats(data):
     # BatchNorm in train mode: running mean <- 0.9 * 0 + 0.1 * batch mean of relu(fc1(x)).
     one, _ = jitted(state, (x, y))
     h = jax.nn.relu(
-        x @ state.params["fc1"]["kernel"].value + state.params["fc1"]["bias"].value[None, :]
+        x @ state.params["fc1"]["kernel"][...] + state.params["fc1"]["bias"][...][None, :]
     )
-    chex.assert_trees_all_close(one.rest["bn"]["mean"].value, 0.1 * h.mean(0), rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(one.rest["bn"]["mean"][...], 0.1 * h.mean(0), rtol=1e-5, atol=1e-6)
     chex.assert_trees_all_close(
-        one.rest["bn"]["var"].value, 0.9 + 0.1 * h.var(0), rtol=1e-5, atol=1e-6
+        one.rest["bn"]["var"][...], 0.9 + 0.1 * h.var(0), rtol=1e-5, atol=1e-6
     )
 
 
@@ -119,7 +119,7 @@ def test_host_schedule_step_equals_the_lax_cond_step(data):
                                     transforms.current_mask(b.opt_state))
         chex.assert_trees_all_close(a.params, b.params, rtol=1e-6, atol=1e-7)
         chex.assert_trees_all_close(metrics_a, metrics_b, rtol=1e-6)
-    kept = np.asarray(transforms.current_mask(b.opt_state)["fc1"]["kernel"].value)
+    kept = np.asarray(transforms.current_mask(b.opt_state)["fc1"]["kernel"][...])
     assert int((~kept).sum()) == IN * HIDDEN // 2
     assert hinted._cache_size() == 2  # one compilation per value of prune_now
     with pytest.raises(TypeError, match=r"prune_now must be a Python bool .*got None"):
@@ -198,10 +198,10 @@ def test_forward_extra_terms_add_to_the_loss_and_are_logged(takes_key):
 
     new, metrics = sj_train.make_train_step(forward=forward)(state, (x, y))
     ref, ref_metrics = sj_train.make_train_step()(state, (x, y))
-    w = model.kernel.value
-    chex.assert_trees_all_close(new.params["kernel"].value,
-                                ref.params["kernel"].value - lr * 2 * c * w, rtol=1e-5, atol=1e-6)
-    chex.assert_trees_all_close(new.params["bias"].value, ref.params["bias"].value, rtol=1e-6)
+    w = model.kernel[...]
+    chex.assert_trees_all_close(new.params["kernel"][...],
+                                ref.params["kernel"][...] - lr * 2 * c * w, rtol=1e-5, atol=1e-6)
+    chex.assert_trees_all_close(new.params["bias"][...], ref.params["bias"][...], rtol=1e-6)
     assert set(metrics) == {"loss", "data_loss", "l2", "accuracy"}
     np.testing.assert_allclose(metrics["l2"], c * jnp.sum(w**2), rtol=1e-6)
     np.testing.assert_allclose(metrics["data_loss"], ref_metrics["loss"], rtol=1e-6)
@@ -216,7 +216,7 @@ def test_two_argument_forward_still_works():
     x = jnp.asarray(np.random.default_rng(1).normal(size=(5, 4)), jnp.float32)
     y = jnp.array([0, 2, 1, 2, 0], jnp.int32)
     _, metrics = sj_train.make_train_step(forward=lambda m, inputs: 2.0 * m(inputs))(state, (x, y))
-    logits = 2.0 * (x @ model.kernel.value + model.bias.value[None, :])
+    logits = 2.0 * (x @ model.kernel[...] + model.bias[...][None, :])
     expected = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
     np.testing.assert_allclose(metrics["loss"], expected, rtol=1e-6)
     seen = []
