@@ -14,7 +14,7 @@ TEXT = README.read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", TEXT, re.S)
 NAMES = ["gradual", "one-shot", "plugins", "scores", "structured", "linen", "block-nm",
          "sparse-training", "lottery", "sensitivity", "group-lasso", "posttrain", "deploy",
-         "reliability", "parallel"]
+         "reliability", "parallel", "tpu"]
 
 N_WEIGHTS = 64 * 256 + 256 * 10  # the kernels of the README's MLP: 18,944
 
@@ -271,3 +271,8 @@ def _check_group_lasso(block, ns, capsys):
     assert np.all(w1[:, ~units[0]] == 0.0) and np.all(np.abs(w1[:, units[0]]).sum(axis=0) > 0)
     assert ns["units_mask"]["w2"].shape == () and bool(ns["units_mask"]["w2"])
 
+
+def test_tpu(capsys):
+    ns = _run("tpu")
+    assert capsys.readouterr().out.strip() == "('tpu',) True"
+    assert "tpu_custom_call" not in ns["exported"].mlir_module()
