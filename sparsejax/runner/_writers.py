@@ -11,6 +11,7 @@ vmapped seed. :class:`JsonlWriter` appends one JSON object per call to ``metrics
 
 from __future__ import annotations
 
+import abc
 import json
 import math
 import os
@@ -42,7 +43,7 @@ def _values(value: Any) -> float | list[float]:
     return [float(v) for v in array.reshape(-1)]
 
 
-class MetricWriter:
+class MetricWriter(abc.ABC):
     """Where scalar metrics go. Subclasses implement :meth:`_write` (and may override
     :meth:`flush` / :meth:`close`); every writer is a context manager."""
 
@@ -53,10 +54,11 @@ class MetricWriter:
             raise ValueError(f"write_scalars: step must be an int >= 0, got {step!r}")
         self._write(int(step), {str(k): _values(v) for k, v in scalars.items()})
 
+    @abc.abstractmethod
     def _write(self, step: int, scalars: dict[str, float | list[float]]) -> None:
-        raise NotImplementedError
+        """Record already validated ``scalars`` at ``step``: what a writer does."""
 
-    def flush(self) -> None:
+    def flush(self) -> None:  # noqa: B027 - optional: a writer without a buffer has nothing to do
         """Make everything written so far durable."""
 
     def close(self) -> None:
